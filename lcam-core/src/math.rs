@@ -1,0 +1,146 @@
+//! The SGD-with-momentum update of SPEC §1, written once over a small tensor trait.
+//!
+//! An adapter implements [`UpdateTensor`] for its tensor type (four primitive operations) and
+//! calls [`sgd_update`]; the order of operations — and so PyTorch's exact semantics — lives here
+//! only. [`Scalar`] is the element type of the ndarray reference implementation (`f32`, `f64`).
+
+use ndarray::{Array, Dimension, ScalarOperand, Zip};
+use num_traits::Float;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// The hyper-parameters of one step as the kernel sees them: the momentum is the one in force
+/// (from [`crate::PhasedMomentum::momentum`]) and `lr` the one of this step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepParams {
+    /// Learning rate η.
+    pub lr: f64,
+    /// Coupled weight decay λ.
+    pub weight_decay: f64,
+    /// Momentum μ in force for this step.
+    pub momentum: f64,
+    /// Dampening τ.
+    pub dampening: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+}
+
+/// The primitive operations [`sgd_update`] needs from a tensor type.
+///
+/// Scalars arrive as `f64` and are rounded to the tensor's dtype first, as PyTorch does with a
+/// Python float. `add_scaled` is `self + alpha·other` with one rounding where the hardware fuses
+/// it (PyTorch's CPU and CUDA `add(…, alpha=)` kernels use a fused multiply-add).
+pub trait UpdateTensor: Sized {
+    /// The tensor's shape.
+    fn dims(&self) -> Vec<usize>;
+    /// A deep copy (PyTorch's `clone().detach()`).
+    fn duplicate(&self) -> Self;
+    /// `self ← self + alpha·other` (PyTorch's `self.add_(other, alpha=alpha)`).
+    fn add_scaled(&mut self, other: &Self, alpha: f64);
+    /// `self ← alpha·self` (PyTorch's `self.mul_(alpha)`).
+    fn scale(&mut self, alpha: f64);
+}
+
+/// One SGD-with-momentum update of a single tensor, exactly as `torch.optim.SGD`
+/// (single-tensor path) computes it:
+///
+/// ```text
+/// g = ∇ + λ·p                            (only when λ ≠ 0)
+/// if μ ≠ 0:
+///     b = g                if no buffer yet (a copy; no (1 − τ) factor)
+///     b = μ·b + (1 − τ)·g  otherwise
+///     d = g + μ·b          if nesterov
+///     d = b                otherwise
+/// else:
+///     d = g                (the buffer, if any, is left untouched, as in PyTorch)
+/// p = p − η·d
+/// ```
+///
+/// The caller skips tensors without a gradient (their buffer and value stay untouched) and
+/// checks shapes; this function assumes `param`, `grad` and `buffer` agree.
+pub fn sgd_update<T: UpdateTensor>(
+    param: &mut T,
+    grad: &T,
+    buffer: &mut Option<T>,
+    h: &StepParams,
+) {
+    let mut decayed = None;
+    if h.weight_decay != 0.0 {
+        let mut g = grad.duplicate();
+        g.add_scaled(param, h.weight_decay);
+        decayed = Some(g);
+    }
+    let g = decayed.as_ref().unwrap_or(grad);
+    if h.momentum == 0.0 {
+        param.add_scaled(g, -h.lr);
+        return;
+    }
+    let b = match buffer {
+        Some(b) => {
+            b.scale(h.momentum);
+            b.add_scaled(g, 1.0 - h.dampening);
+            b
+        }
+        None => buffer.insert(g.duplicate()),
+    };
+    if h.nesterov {
+        let mut d = g.duplicate();
+        d.add_scaled(b, h.momentum);
+        param.add_scaled(&d, -h.lr);
+    } else {
+        param.add_scaled(b, -h.lr);
+    }
+}
+
+/// Element types of the ndarray reference implementation: `f32` and `f64`.
+pub trait Scalar:
+    Float + ScalarOperand + Serialize + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+    /// The dtype tag used in traces (`"f32"`, `"f64"`).
+    const DTYPE: &'static str;
+    /// Rounds an `f64` to this type (round-to-nearest-even).
+    fn of_f64(x: f64) -> Self;
+    /// Widens to `f64` (exact).
+    fn as_f64(self) -> f64;
+}
+
+impl Scalar for f32 {
+    const DTYPE: &'static str = "f32";
+    fn of_f64(x: f64) -> Self {
+        x as f32
+    }
+    fn as_f64(self) -> f64 {
+        f64::from(self)
+    }
+}
+
+impl Scalar for f64 {
+    const DTYPE: &'static str = "f64";
+    fn of_f64(x: f64) -> Self {
+        x
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+}
+
+impl<F: Scalar, D: Dimension> UpdateTensor for Array<F, D> {
+    fn dims(&self) -> Vec<usize> {
+        self.shape().to_vec()
+    }
+
+    fn duplicate(&self) -> Self {
+        self.clone()
+    }
+
+    fn add_scaled(&mut self, other: &Self, alpha: f64) {
+        let a = F::of_f64(alpha);
+        Zip::from(self)
+            .and(other)
+            .for_each(|s, &o| *s = o.mul_add(a, *s));
+    }
+
+    fn scale(&mut self, alpha: f64) {
+        let a = F::of_f64(alpha);
+        self.mapv_inplace(|v| v * a);
+    }
+}

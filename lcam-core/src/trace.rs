@@ -1,0 +1,468 @@
+//! The trace format (`lcam-trace/1`), its replay, and the trajectory format (`lcam-trajectory/1`).
+//!
+//! A trace records what an optimizer was fed — configuration, initial parameters, and per step
+//! the epoch, learning rate, batch loss and gradients — so that any adapter can replay it and
+//! every adapter's trajectory can be compared with the same golden fixtures:
+//!
+//! ```text
+//! {"format":"lcam-trace/1", "dtype":"f32"|"f64",
+//!  "config": {LcamConfig fields},
+//!  "params": [{"name":"w","shape":[4,3],"data":[...row-major...]}, ...],
+//!  "steps": [{"epoch":0, "lr":0.1, "loss":2.30, "grads":[[...row-major...] | null, ...]}, ...]}
+//! ```
+//!
+//! `lr` is optional (default `config.lr`); a step whose `epoch` differs from the previous step's
+//! starts a new epoch before its loss is observed (epochs never decrease); `null` means no
+//! gradient for that tensor on that step. A replay yields
+//! `{"format":"lcam-trajectory/1", "params":[…], "momenta":[…], "phases":[…]}`: the final
+//! parameters, the momentum in force at each step and the phase decided after each step.
+
+use ndarray::{ArrayD, IxDyn};
+use serde::{Deserialize, Serialize};
+
+use crate::config::LcamConfig;
+use crate::controller::Phase;
+use crate::error::{LcamError, Result};
+use crate::math::Scalar;
+use crate::optimizer::Lcam;
+
+/// Format tag of a trace.
+pub const TRACE_FORMAT: &str = "lcam-trace/1";
+/// Format tag of a trajectory.
+pub const TRAJECTORY_FORMAT: &str = "lcam-trajectory/1";
+
+/// Element type of a trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    /// 32-bit floats.
+    F32,
+    /// 64-bit floats.
+    F64,
+}
+
+impl DType {
+    /// `"f32"` or `"f64"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F64 => "f64",
+        }
+    }
+}
+
+/// A named tensor as data. In a trace of dtype `f32`, every value is exactly representable as
+/// an `f32` (it is the `f32` widened to `f64`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamedTensor {
+    /// The parameter's name.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major elements.
+    pub data: Vec<f64>,
+}
+
+impl NamedTensor {
+    /// The data as an ndarray of element type `F`.
+    pub fn to_array<F: Scalar>(&self) -> Result<ArrayD<F>> {
+        to_array(&self.shape, &self.data, &self.name)
+    }
+
+    /// A named tensor from an ndarray (widened to `f64`).
+    pub fn from_array<F: Scalar>(name: &str, a: &ArrayD<F>) -> Self {
+        Self {
+            name: name.to_string(),
+            shape: a.shape().to_vec(),
+            data: a.iter().map(|v| v.as_f64()).collect(),
+        }
+    }
+}
+
+fn to_array<F: Scalar>(shape: &[usize], data: &[f64], location: &str) -> Result<ArrayD<F>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data.iter().map(|&v| F::of_f64(v)).collect()).map_err(
+        |_| LcamError::InvalidTrace {
+            location: location.to_string(),
+            message: format!(
+                "{} elements, shape {shape:?} needs {}",
+                data.len(),
+                shape.iter().product::<usize>()
+            ),
+        },
+    )
+}
+
+/// One recorded step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TraceStep {
+    /// Epoch index; a change starts a new epoch.
+    pub epoch: u64,
+    /// Learning rate of this step (default: `config.lr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// The batch loss observed after this step.
+    pub loss: f64,
+    /// One entry per parameter: its gradient (row-major) or `null`.
+    pub grads: Vec<Option<Vec<f64>>>,
+}
+
+/// A validated `lcam-trace/1` document. Build it with [`Trace::from_json`] or [`Trace::new`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trace {
+    /// Always [`TRACE_FORMAT`].
+    pub format: String,
+    /// Element type.
+    pub dtype: DType,
+    /// Optimizer configuration.
+    pub config: LcamConfig,
+    /// Initial parameters.
+    pub params: Vec<NamedTensor>,
+    /// The steps, in order.
+    pub steps: Vec<TraceStep>,
+}
+
+impl Trace {
+    /// A trace from its parts, validated.
+    pub fn new(
+        dtype: DType,
+        config: LcamConfig,
+        params: Vec<NamedTensor>,
+        steps: Vec<TraceStep>,
+    ) -> Result<Self> {
+        let t = Self {
+            format: TRACE_FORMAT.to_string(),
+            dtype,
+            config,
+            params,
+            steps,
+        };
+        t.validate()?;
+        Ok(t)
+    }
+
+    /// Parses and validates a trace. Errors name the offending location
+    /// (`params[1].data`, `steps[3].grads[0]`, `config.momentum_below`, …).
+    pub fn from_json(text: &str) -> Result<Self> {
+        // Check the tag and dtype first, so that a wrong document gets the clearest message.
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| LcamError::Parse {
+            what: "trace",
+            message: e.to_string(),
+        })?;
+        let tag = raw.get("format").and_then(|v| v.as_str());
+        if tag != Some(TRACE_FORMAT) {
+            return Err(LcamError::InvalidTrace {
+                location: "format".into(),
+                message: format!(
+                    "{}, expected \"{TRACE_FORMAT}\"",
+                    raw.get("format")
+                        .map_or("missing".to_string(), |v| v.to_string())
+                ),
+            });
+        }
+        let dtype = raw.get("dtype");
+        if !matches!(dtype.and_then(|v| v.as_str()), Some("f32" | "f64")) {
+            return Err(LcamError::InvalidTrace {
+                location: "dtype".into(),
+                message: format!(
+                    "{}, expected \"f32\" or \"f64\"",
+                    dtype.map_or("missing".to_string(), |v| v.to_string())
+                ),
+            });
+        }
+        let trace: Trace = serde_json::from_value(raw).map_err(|e| LcamError::Parse {
+            what: "trace",
+            message: e.to_string(),
+        })?;
+        trace.validate()?;
+        Ok(trace)
+    }
+
+    /// Serialises the trace as JSON.
+    pub fn to_json(&self) -> String {
+        // A Trace holds only strings, numbers and lists: serialisation cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks every consistency rule of the format.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |location: String, message: String| LcamError::InvalidTrace { location, message };
+        if self.format != TRACE_FORMAT {
+            return Err(bad(
+                "format".into(),
+                format!("\"{}\", expected \"{TRACE_FORMAT}\"", self.format),
+            ));
+        }
+        self.config.validate().map_err(|e| match e {
+            LcamError::InvalidConfig {
+                field,
+                value,
+                expected,
+            } => bad(
+                format!("config.{field}"),
+                format!("{value}, expected {expected}"),
+            ),
+            other => other,
+        })?;
+        let lens: Vec<usize> = self
+            .params
+            .iter()
+            .map(|p| p.shape.iter().product())
+            .collect();
+        for (i, p) in self.params.iter().enumerate() {
+            if p.data.len() != lens[i] {
+                return Err(bad(
+                    format!("params[{i}].data (`{}`)", p.name),
+                    format!(
+                        "{} elements, shape {:?} needs {}",
+                        p.data.len(),
+                        p.shape,
+                        lens[i]
+                    ),
+                ));
+            }
+            self.check_values(&p.data, || format!("params[{i}].data (`{}`)", p.name))?;
+        }
+        let mut prev_epoch = None;
+        for (s, step) in self.steps.iter().enumerate() {
+            if let Some(lr) = step.lr {
+                if !(lr.is_finite() && lr >= 0.0) {
+                    return Err(bad(
+                        format!("steps[{s}].lr"),
+                        format!("{lr}, expected a finite value >= 0"),
+                    ));
+                }
+            }
+            if let Some(prev) = prev_epoch {
+                if step.epoch < prev {
+                    return Err(bad(
+                        format!("steps[{s}].epoch"),
+                        format!("{} after epoch {prev}: epochs never decrease", step.epoch),
+                    ));
+                }
+            }
+            prev_epoch = Some(step.epoch);
+            if !step.loss.is_finite() {
+                return Err(bad(
+                    format!("steps[{s}].loss"),
+                    format!("{}, expected a finite loss", step.loss),
+                ));
+            }
+            if step.grads.len() != self.params.len() {
+                return Err(bad(
+                    format!("steps[{s}].grads"),
+                    format!(
+                        "{} entries, expected {} (one per parameter, null for none)",
+                        step.grads.len(),
+                        self.params.len()
+                    ),
+                ));
+            }
+            for (i, g) in step.grads.iter().enumerate() {
+                if let Some(g) = g {
+                    let loc = || format!("steps[{s}].grads[{i}] (`{}`)", self.params[i].name);
+                    if g.len() != lens[i] {
+                        return Err(bad(
+                            loc(),
+                            format!(
+                                "{} elements, parameter shape {:?} needs {}",
+                                g.len(),
+                                self.params[i].shape,
+                                lens[i]
+                            ),
+                        ));
+                    }
+                    self.check_values(g, loc)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_values(&self, data: &[f64], location: impl Fn() -> String) -> Result<()> {
+        for (j, &v) in data.iter().enumerate() {
+            let ok = match self.dtype {
+                DType::F64 => v.is_finite(),
+                DType::F32 => (v as f32).is_finite(),
+            };
+            if !ok {
+                return Err(LcamError::InvalidTrace {
+                    location: format!("{}[{j}]", location()),
+                    message: format!("{v} is not a finite {}", self.dtype.as_str()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the trace with the reference ndarray optimizer, in the trace's dtype.
+    pub fn replay(&self) -> Result<Trajectory> {
+        match self.dtype {
+            DType::F32 => self.replay_as::<f32>(),
+            DType::F64 => self.replay_as::<f64>(),
+        }
+    }
+
+    fn replay_as<F: Scalar>(&self) -> Result<Trajectory> {
+        let mut params = self
+            .params
+            .iter()
+            .map(NamedTensor::to_array::<F>)
+            .collect::<Result<Vec<_>>>()?;
+        let mut opt = Lcam::new(self.config, &params)?;
+        let mut momenta = Vec::with_capacity(self.steps.len());
+        let mut phases = Vec::with_capacity(self.steps.len());
+        let mut prev_epoch = None;
+        for step in &self.steps {
+            if prev_epoch.is_some_and(|e| e != step.epoch) {
+                opt.start_epoch();
+            }
+            prev_epoch = Some(step.epoch);
+            opt.set_lr(step.lr.unwrap_or(self.config.lr))?;
+            let grads = step
+                .grads
+                .iter()
+                .zip(&self.params)
+                .map(|(g, p)| {
+                    g.as_ref()
+                        .map(|g| to_array::<F>(&p.shape, g, &p.name))
+                        .transpose()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let report = opt.step(&mut params, &grads, step.loss)?;
+            momenta.push(report.momentum);
+            phases.push(report.phase);
+        }
+        Ok(Trajectory {
+            format: TRAJECTORY_FORMAT.to_string(),
+            params: self
+                .params
+                .iter()
+                .zip(&params)
+                .map(|(p, a)| NamedTensor::from_array(&p.name, a))
+                .collect(),
+            momenta,
+            phases,
+        })
+    }
+}
+
+/// The result of replaying a trace (`lcam-trajectory/1`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trajectory {
+    /// Always [`TRAJECTORY_FORMAT`].
+    pub format: String,
+    /// Final parameters.
+    pub params: Vec<NamedTensor>,
+    /// The momentum in force at each step.
+    pub momenta: Vec<f64>,
+    /// The phase decided after each step.
+    pub phases: Vec<Phase>,
+}
+
+/// How far a trajectory is from an expected one; see [`Trajectory::compare`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comparison {
+    /// Largest relative error over all parameter tensors: per tensor,
+    /// `max|actual − expected| / max|expected|` (0 when both are all zero).
+    pub max_rel_err: f64,
+    /// The tensor with the largest error.
+    pub worst_tensor: String,
+    /// Momenta and phases agree exactly, and names and shapes match.
+    pub structure_matches: bool,
+    /// First structural difference, if any.
+    pub mismatch: Option<String>,
+}
+
+impl Comparison {
+    /// Structure matches and `max_rel_err ≤ tol`.
+    pub fn passes(&self, tol: f64) -> bool {
+        self.structure_matches && self.max_rel_err <= tol
+    }
+}
+
+impl Trajectory {
+    /// Parses a trajectory document.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let t: Trajectory = serde_json::from_str(text).map_err(|e| LcamError::Parse {
+            what: "trajectory",
+            message: e.to_string(),
+        })?;
+        if t.format != TRAJECTORY_FORMAT {
+            return Err(LcamError::InvalidTrace {
+                location: "format".into(),
+                message: format!("\"{}\", expected \"{TRAJECTORY_FORMAT}\"", t.format),
+            });
+        }
+        Ok(t)
+    }
+
+    /// Serialises as pretty JSON (floats printed shortest-round-trip).
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Compares with an expected trajectory (e.g. a PyTorch golden fixture).
+    pub fn compare(&self, expected: &Trajectory) -> Comparison {
+        let mut mismatch = None;
+        if self.params.len() != expected.params.len() {
+            mismatch = Some(format!(
+                "{} parameter tensors, expected {}",
+                self.params.len(),
+                expected.params.len()
+            ));
+        } else if self.momenta != expected.momenta {
+            let k = first_diff(&self.momenta, &expected.momenta);
+            mismatch = Some(format!("momenta differ first at step {k}"));
+        } else if self.phases != expected.phases {
+            let k = first_diff(&self.phases, &expected.phases);
+            mismatch = Some(format!("phases differ first at step {k}"));
+        }
+        let mut max_rel_err = 0.0_f64;
+        let mut worst_tensor = String::new();
+        for (a, e) in self.params.iter().zip(&expected.params) {
+            if a.name != e.name || a.shape != e.shape || a.data.len() != e.data.len() {
+                mismatch.get_or_insert_with(|| {
+                    format!(
+                        "tensor `{}` {:?} vs expected `{}` {:?}",
+                        a.name, a.shape, e.name, e.shape
+                    )
+                });
+                continue;
+            }
+            let scale = e.data.iter().fold(0.0_f64, |m, v| m.max(v.abs()));
+            let diff = a
+                .data
+                .iter()
+                .zip(&e.data)
+                .fold(0.0_f64, |m, (x, y)| m.max((x - y).abs()));
+            let rel = if diff == 0.0 {
+                0.0
+            } else if scale == 0.0 || diff.is_nan() {
+                f64::INFINITY
+            } else {
+                diff / scale
+            };
+            if rel > max_rel_err || worst_tensor.is_empty() {
+                max_rel_err = max_rel_err.max(rel);
+                worst_tensor = a.name.clone();
+            }
+        }
+        Comparison {
+            max_rel_err,
+            worst_tensor,
+            structure_matches: mismatch.is_none(),
+            mismatch,
+        }
+    }
+}
+
+fn first_diff<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    a.iter()
+        .zip(b)
+        .position(|(x, y)| x != y)
+        .unwrap_or(a.len().min(b.len()))
+}
