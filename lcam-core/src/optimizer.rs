@@ -108,7 +108,6 @@ pub struct Lcam<F: Scalar> {
     controller: PhasedMomentum,
     shapes: Vec<Vec<usize>>,
     buffers: Vec<Option<ArrayD<F>>>,
-    epoch_started: bool,
 }
 
 impl<F: Scalar> Lcam<F> {
@@ -120,7 +119,6 @@ impl<F: Scalar> Lcam<F> {
             config,
             shapes: params.iter().map(|p| p.shape().to_vec()).collect(),
             buffers: vec![None; params.len()],
-            epoch_started: false,
         })
     }
 
@@ -166,13 +164,13 @@ impl<F: Scalar> Lcam<F> {
         Ok(())
     }
 
-    /// Starts a new epoch: the controller's running mean is reset. The first call (before any
-    /// step) is a no-op, so a loop may call it at the top of every epoch.
+    /// Starts a new epoch: the controller's running mean is reset. While the current epoch has
+    /// observed no loss this is a no-op, so a loop may call it at the top of every epoch
+    /// (including the first, and again after a restore at an epoch boundary).
     pub fn start_epoch(&mut self) {
-        if self.epoch_started || self.controller.epoch_stats().steps > 0 {
+        if self.controller.epoch_stats().steps > 0 {
             self.controller.start_epoch();
         }
-        self.epoch_started = true;
     }
 
     /// One step: updates every parameter that has a gradient with the momentum in force, then
@@ -308,7 +306,6 @@ impl<F: Scalar> Lcam<F> {
                 opt.buffers[i] = Some(a);
             }
         }
-        opt.epoch_started = true;
         Ok(opt)
     }
 }
