@@ -1,1 +1,129 @@
-fn main() {}
+//! `cargo xtask`: the project's single entry point beyond `cargo build`.
+//!
+//! - `cargo xtask test`     — everything CI checks: fmt, clippy -D warnings, all tests and
+//!   doctests of every crate (libtorch provisioned on first use).
+//! - `cargo xtask golden`   — regenerate the PyTorch golden fixtures (`scripts/golden.py`).
+//! - `cargo xtask libtorch` — provision libtorch and print the environment the tch build uses.
+
+mod torch;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "lcam project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// fmt check, clippy (-D warnings), and every test and doctest of the workspace.
+    Test {
+        /// Skip the libtorch-backed crates (no provisioning, no tch tests).
+        #[arg(long)]
+        no_tch: bool,
+    },
+    /// Regenerate fixtures/golden with PyTorch (torch==2.13.0 in the cache venv).
+    Golden,
+    /// Provision libtorch (torch==2.13.0 from PyPI into the cache) and print its environment.
+    Libtorch,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let root = project_root()?;
+    match cli.command {
+        Cmd::Test { no_tch } => test(&root, no_tch),
+        Cmd::Golden => golden(&root),
+        Cmd::Libtorch => {
+            let env = torch::ensure()?;
+            for (k, v) in env.cargo_env() {
+                println!("export {k}={}", v.to_string_lossy());
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root (the directory above xtask's manifest).
+fn project_root() -> Result<PathBuf> {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+/// Runs a command in `root`, echoing it; fails with the command line when it fails.
+fn sh(root: &Path, cmd: &mut Command) -> Result<()> {
+    cmd.current_dir(root);
+    let line = format!("{cmd:?}").replace('"', "");
+    eprintln!("xtask: $ {line}");
+    let start = Instant::now();
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{line}`"))?;
+    if !status.success() {
+        bail!("`{line}` failed ({status})");
+    }
+    eprintln!("xtask:   ok in {:.1}s", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn test(root: &Path, no_tch: bool) -> Result<()> {
+    sh(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
+    let mut scope: Vec<&str> = vec!["--workspace"];
+    let mut env = Vec::new();
+    if no_tch {
+        scope = vec!["--workspace", "--exclude", "lcam-tch"];
+    } else {
+        env = torch::ensure()?.cargo_env();
+    }
+    let with_env = |mut c: Command| {
+        for (k, v) in &env {
+            c.env(k, v);
+        }
+        c
+    };
+    let mut clippy = with_env(cargo());
+    clippy
+        .arg("clippy")
+        .args(&scope)
+        .args(["--all-targets", "--", "-D", "warnings"]);
+    sh(root, &mut clippy)?;
+    let mut tests = with_env(cargo());
+    tests.arg("test").args(&scope);
+    // Insta must compare, never write, snapshots here.
+    tests.env("INSTA_UPDATE", "no");
+    sh(root, &mut tests)?;
+    eprintln!("xtask: all checks passed");
+    Ok(())
+}
+
+fn golden(root: &Path) -> Result<()> {
+    let env = torch::ensure()?;
+    sh(
+        root,
+        Command::new(&env.python)
+            .arg("scripts/golden.py")
+            .args(["--out", "fixtures/golden"]),
+    )
+}
