@@ -56,5 +56,10 @@ pub use math::{Scalar, StepParams, UpdateTensor, sgd_update};
 pub use optimizer::{Lcam, LcamState, StepReport, TensorData};
 pub use trace::{Comparison, DType, NamedTensor, Trace, TraceStep, Trajectory};
 
+/// The README's examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// Re-export of the ndarray version this crate's API uses.
 pub use ndarray;

@@ -70,20 +70,8 @@ fn golden_fixtures_are_not_trivial() {
     // switches or never moves could not catch a wrong rule.
     for name in scenarios() {
         let (trace, expected) = load(&name);
-        assert!(
-            expected
-                .phases
-                .iter()
-                .any(|p| *p == lcam_core::Phase::Below),
-            "{name}"
-        );
-        assert!(
-            expected
-                .phases
-                .iter()
-                .any(|p| *p == lcam_core::Phase::Above),
-            "{name}"
-        );
+        assert!(expected.phases.contains(&lcam_core::Phase::Below), "{name}");
+        assert!(expected.phases.contains(&lcam_core::Phase::Above), "{name}");
         let moved = trace
             .params
             .iter()

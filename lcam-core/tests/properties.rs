@@ -125,10 +125,10 @@ proptest! {
         ];
         let init = vec![arr(vec![0.3, -0.7]), arr(vec![1.5])];
         let run = |from: usize, to: usize, params: &mut Vec<ArrayD<f64>>, opt: &mut Lcam<f64>| {
-            for k in from..to {
+            for (k, &loss) in losses.iter().enumerate().take(to).skip(from) {
                 if k % 5 == 0 { opt.start_epoch(); }
                 opt.set_lr(0.1 * 0.99f64.powi(k as i32)).expect("lr");
-                opt.step(params, &grads(k), losses[k]).expect("step");
+                opt.step(params, &grads(k), loss).expect("step");
             }
         };
         let mut p_ref = init.clone();

@@ -163,7 +163,7 @@ fn softmax_regression_with_recorded_losses() {
                 .expect("1-d");
             let rows: Vec<usize> = (0..4).map(|i| (k * 4 + i) % 12).collect();
             let xb = x.select(Axis(0), &rows);
-            let logits = xb.dot(&w) + &b;
+            let logits = xb.dot(&w) + b;
             let mut gw = Array2::<f64>::zeros((2, 3));
             let mut gb = Array1::<f64>::zeros(3);
             let mut loss = 0.0;
