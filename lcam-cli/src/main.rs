@@ -1,6 +1,5 @@
 //! `lcam`: the command-line front end of the LCAM workspace.
 
-mod output;
 mod replay;
 
 use std::process::ExitCode;

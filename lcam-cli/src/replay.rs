@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use lcam_core::{Trace, Trajectory};
 
-use crate::output::{ensure_writable, write_atomic};
+use lcam_cli::output::{ensure_writable, write_atomic};
 
 /// The implementations a trace can be replayed with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
