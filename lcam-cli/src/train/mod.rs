@@ -1,0 +1,4 @@
+//! `lcam train`: schedules, model specs, and (with a backend feature) the training loop.
+
+pub mod model;
+pub mod schedule;
