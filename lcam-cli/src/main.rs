@@ -18,12 +18,15 @@ struct Cli {
 enum Command {
     /// Replay an `lcam-trace/1` file and print (or write) its `lcam-trajectory/1`.
     Replay(replay::ReplayArgs),
+    /// Train a Wide ResNet on CIFAR-10/100 with LCAM or SGD.
+    Train(lcam_cli::train::run::TrainArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Replay(args) => replay::run(&args),
+        Command::Train(args) => lcam_cli::train::command(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

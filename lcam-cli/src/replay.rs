@@ -14,6 +14,8 @@ use lcam_cli::output::{ensure_writable, write_atomic};
 pub enum Adapter {
     /// lcam-core's reference optimizer over ndarray.
     Core,
+    /// lcam-tch on libtorch, CPU (needs the `tch` feature).
+    Tch,
 }
 
 /// Arguments of `lcam replay`.
@@ -48,6 +50,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let trace = Trace::from_json(&text).with_context(|| format!("{}", args.trace.display()))?;
     let trajectory = match args.adapter {
         Adapter::Core => trace.replay(),
+        Adapter::Tch => replay_tch(&trace)?,
     }
     .with_context(|| format!("replaying {}", args.trace.display()))?;
 
@@ -89,4 +92,16 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             Ok(())
         }
     }
+}
+
+#[cfg(feature = "tch")]
+fn replay_tch(trace: &Trace) -> Result<lcam_core::Result<Trajectory>> {
+    Ok(Ok(lcam_tch::replay(trace, tch::Device::Cpu)?))
+}
+
+#[cfg(not(feature = "tch"))]
+fn replay_tch(_: &Trace) -> Result<lcam_core::Result<Trajectory>> {
+    bail!(
+        "this `lcam` was built without the tch adapter: rebuild with `--features tch` (cargo xtask does)"
+    )
 }

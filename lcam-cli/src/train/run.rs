@@ -1,0 +1,581 @@
+//! The training loop of `lcam train`, shared by every backend.
+//!
+//! A run directory (`--out`) holds:
+//! - `config.json` — the resolved configuration (with versions and seed);
+//! - `metrics.csv` — one row per finished epoch;
+//! - `checkpoint-<epoch>/` — model + optimizer (backend files) and `progress.json` (epoch,
+//!   global step, lr, metrics, finished flag) after each epoch;
+//! - `LATEST` — the name of the newest complete checkpoint, replaced atomically after the
+//!   checkpoint directory is fully written and synced. A torn checkpoint is never pointed at.
+//!
+//! Data order and augmentation depend only on `(seed, epoch, batch)`, so a resumed run sees
+//! exactly the batches of an uninterrupted one.
+
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lcam_core::{EpochStats, LcamConfig};
+use serde::{Deserialize, Serialize};
+
+use super::model::ModelSpec;
+use super::schedule::Schedule;
+use crate::data::cifar::{self, CifarKind, Dataset, Split};
+use crate::data::loader::{Batch, Loader, LoaderConfig, Normalize, batches_per_epoch};
+use crate::output::write_atomic;
+
+/// Which framework trains the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// libtorch through tch (lcam-tch).
+    Tch,
+    /// Burn's pure-Rust CPU backend (lcam-burn).
+    Burn,
+}
+
+/// The optimizer family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    /// LCAM with `--momentum-below` / `--momentum-above`.
+    Lcam,
+    /// Plain SGD with `--momentum` (LCAM with equal momenta: bit-identical to SGD).
+    Sgd,
+}
+
+/// Which normalisation statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NormalizeKind {
+    /// ImageNet's mean/std, as the demo (SPEC §3).
+    Imagenet,
+    /// The dataset's own train-set statistics.
+    Cifar,
+}
+
+/// Arguments of `lcam train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    /// Framework.
+    #[arg(long, value_enum, default_value_t = BackendKind::Tch)]
+    pub backend: BackendKind,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dataset.
+    #[arg(long, value_enum, default_value_t = CifarKind::Cifar10)]
+    pub dataset: CifarKind,
+    /// Directory holding `cifar-10-batches-bin/` / `cifar-100-binary/` (or `LCAM_DATA_DIR`).
+    #[arg(long, env = "LCAM_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Model, `wrn-D-K` (D = 6n+4).
+    #[arg(long, default_value = "wrn-16-1")]
+    pub model: String,
+    /// Dropout inside the blocks (0 in the paper's protocol).
+    #[arg(long, default_value_t = 0.0)]
+    pub dropout: f64,
+    /// Epochs to train (in total, including resumed ones).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u64,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Base learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    pub lr: f64,
+    /// Coupled L2 weight decay.
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f64,
+    /// Optimizer.
+    #[arg(long, value_enum, default_value_t = OptimizerKind::Lcam)]
+    pub optimizer: OptimizerKind,
+    /// LCAM: momentum after a below-mean batch.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum_below: f64,
+    /// LCAM: momentum after an at-or-above-mean batch.
+    #[arg(long, default_value_t = 0.95)]
+    pub momentum_above: f64,
+    /// Momentum before the first observed loss (LCAM) / the fixed momentum (SGD).
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f64,
+    /// `constant`, `cosine`, `step:F@E1,E2,…`, `exp:G@E` (the demo's: `step:0.2@31,61,91`,
+    /// `exp:0.99985@32`).
+    #[arg(long, default_value = "step:0.2@31,61,91")]
+    pub schedule: String,
+    /// Normalisation statistics.
+    #[arg(long, value_enum, default_value_t = NormalizeKind::Imagenet)]
+    pub normalize: NormalizeKind,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    pub limit_train: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub limit_test: Option<usize>,
+    /// Intra-op threads of the backend (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Run seed (model init, data order, augmentation).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Run directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run in `--out` from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Replace whatever run is in `--out`.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// The resolved configuration of a run, saved as `config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Framework.
+    pub backend: BackendKind,
+    /// Device string.
+    pub device: String,
+    /// Dataset.
+    pub dataset: CifarKind,
+    /// Model.
+    pub model: ModelSpec,
+    /// Dropout.
+    pub dropout: f64,
+    /// Total epochs.
+    pub epochs: u64,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Optimizer family.
+    pub optimizer: OptimizerKind,
+    /// The optimizer's full configuration (base lr).
+    pub lcam: LcamConfig,
+    /// lr schedule.
+    pub schedule: Schedule,
+    /// Normalisation.
+    pub normalize: Normalize,
+    /// Training images used.
+    pub train_images: usize,
+    /// Test images used.
+    pub test_images: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Trainable parameters of the model.
+    pub parameters: usize,
+    /// `lcam` version.
+    pub lcam_version: String,
+    /// The backend's library version.
+    pub backend_version: String,
+}
+
+impl RunConfig {
+    /// Fields that must agree for `--resume` (everything but `epochs`, which may grow).
+    fn resume_mismatch(&self, other: &RunConfig) -> Option<String> {
+        let mut a = serde_json::to_value(self).ok()?;
+        let mut b = serde_json::to_value(other).ok()?;
+        for v in [&mut a, &mut b] {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("epochs");
+                o.remove("lcam_version");
+                o.remove("backend_version");
+            }
+        }
+        let (a, b) = (a.as_object()?, b.as_object()?);
+        a.iter().find(|(k, v)| b.get(*k) != Some(v)).map(|(k, v)| {
+            format!(
+                "`{k}` is {} in the checkpoint, {} now",
+                v,
+                b.get(k).cloned().unwrap_or_default()
+            )
+        })
+    }
+}
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: u64,
+    /// lr of the epoch's last step.
+    pub lr: f64,
+    /// Mean batch loss of the epoch (the demo's train loss).
+    pub train_loss: f64,
+    /// Training accuracy (augmented batches, as seen while training).
+    pub train_acc: f64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Test accuracy.
+    pub test_acc: f64,
+    /// Share of steps decided Below.
+    pub below_share: f64,
+    /// Wall seconds of the epoch (training + evaluation).
+    pub seconds: f64,
+    /// Training images per second.
+    pub img_per_s: f64,
+}
+
+const CSV_HEADER: &str =
+    "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s";
+
+fn csv(rows: &[EpochRow]) -> String {
+    let mut s = format!("{CSV_HEADER}\n");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{},{:.6},{:.4},{:.6},{:.4},{:.4},{:.2},{:.1}",
+            r.epoch,
+            r.lr,
+            r.train_loss,
+            r.train_acc,
+            r.test_loss,
+            r.test_acc,
+            r.below_share,
+            r.seconds,
+            r.img_per_s
+        );
+    }
+    s
+}
+
+/// Where a run stands, saved in each checkpoint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs finished.
+    pub epochs_done: u64,
+    /// Global steps taken.
+    pub step: u64,
+    /// lr of the last step (the exponential schedule continues from it).
+    pub last_lr: Option<f64>,
+    /// Metrics of the finished epochs.
+    pub rows: Vec<EpochRow>,
+    /// All requested epochs are done.
+    pub finished: bool,
+}
+
+/// What a backend must provide to the loop.
+pub trait Trainer {
+    /// One optimisation step: forward, cross-entropy (mean), backward, LCAM step with that loss.
+    /// Returns the batch's mean loss and the number of correct predictions.
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)>;
+    /// Evaluation of a batch: summed loss and correct predictions.
+    fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)>;
+    /// Starts an epoch (the controller's mean reset).
+    fn start_epoch(&mut self);
+    /// The controller's diagnostics of the current epoch.
+    fn epoch_stats(&self) -> EpochStats;
+    /// Writes model and optimizer into the (new, empty) directory `dir`.
+    fn save(&self, dir: &Path) -> Result<()>;
+    /// Restores model and optimizer from `dir`.
+    fn load(&mut self, dir: &Path) -> Result<()>;
+}
+
+/// The dataset-independent part of a resolved run, before data is loaded.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The configuration.
+    pub config: RunConfig,
+    /// Training split.
+    pub train: Arc<Dataset>,
+    /// Test split.
+    pub test: Arc<Dataset>,
+}
+
+/// Checks arguments, loads data and resolves the configuration (`parameters` and
+/// `backend_version` are filled in by the backend).
+pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
+    let model: ModelSpec = args.model.parse()?;
+    let schedule: Schedule = args.schedule.parse()?;
+    if args.batch_size == 0 {
+        bail!("--batch-size must be >= 1");
+    }
+    if args.epochs == 0 {
+        bail!("--epochs must be >= 1");
+    }
+    if !(0.0..1.0).contains(&args.dropout) {
+        bail!("--dropout {} must be in [0, 1)", args.dropout);
+    }
+    let lcam = match args.optimizer {
+        OptimizerKind::Lcam => LcamConfig::new(
+            args.lr,
+            args.weight_decay,
+            args.momentum_below,
+            args.momentum_above,
+        )
+        .and_then(|c| c.with_initial_momentum(args.momentum)),
+        OptimizerKind::Sgd => {
+            LcamConfig::new(args.lr, args.weight_decay, args.momentum, args.momentum)
+        }
+    }
+    .context("optimizer settings")?;
+    let data_dir = args.data_dir.clone().context(
+        "no data directory: pass --data-dir or set LCAM_DATA_DIR (get the data with `cargo xtask download`)",
+    )?;
+    let mut train = cifar::load(&data_dir, args.dataset, Split::Train)?;
+    let mut test = cifar::load(&data_dir, args.dataset, Split::Test)?;
+    if let Some(n) = args.limit_train {
+        train.truncate(n);
+    }
+    if let Some(n) = args.limit_test {
+        test.truncate(n);
+    }
+    if train.is_empty() || test.is_empty() {
+        bail!("empty dataset after --limit-train/--limit-test");
+    }
+    let normalize = match args.normalize {
+        NormalizeKind::Imagenet => Normalize::IMAGENET,
+        NormalizeKind::Cifar => {
+            let (mean, std) = args.dataset.stats();
+            Normalize { mean, std }
+        }
+    };
+    Ok(Prepared {
+        config: RunConfig {
+            backend: args.backend,
+            device: args.device.clone(),
+            dataset: args.dataset,
+            model,
+            dropout: args.dropout,
+            epochs: args.epochs,
+            batch_size: args.batch_size,
+            optimizer: args.optimizer,
+            lcam,
+            schedule,
+            normalize,
+            train_images: train.len(),
+            test_images: test.len(),
+            seed: args.seed,
+            parameters: 0,
+            lcam_version: env!("CARGO_PKG_VERSION").to_string(),
+            backend_version: String::new(),
+        },
+        train: Arc::new(train),
+        test: Arc::new(test),
+    })
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))
+}
+
+/// The newest complete checkpoint of a run directory, if any.
+pub fn latest_checkpoint(out: &Path) -> Result<Option<PathBuf>> {
+    let latest = out.join("LATEST");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&latest)
+        .with_context(|| format!("cannot read {}", latest.display()))?;
+    let dir = out.join(name.trim());
+    if !dir.join("progress.json").is_file() {
+        bail!(
+            "{} points at {}, which is incomplete",
+            latest.display(),
+            dir.display()
+        );
+    }
+    Ok(Some(dir))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("cannot sync {}", dir.display()))
+}
+
+fn save_checkpoint(out: &Path, trainer: &dyn Trainer, progress: &Progress) -> Result<()> {
+    let name = format!("checkpoint-{:04}", progress.epochs_done);
+    let tmp = out.join(format!("{name}.partial"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)
+            .with_context(|| format!("cannot remove {}", tmp.display()))?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    trainer.save(&tmp)?;
+    let json = serde_json::to_string_pretty(progress)?;
+    write_atomic(&tmp.join("progress.json"), json.as_bytes(), true)?;
+    sync_dir(&tmp)?;
+    let dir = out.join(&name);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("cannot rename {}", tmp.display()))?;
+    write_atomic(&out.join("LATEST"), name.as_bytes(), true)?;
+    sync_dir(out)?;
+    // Older checkpoints are no longer needed.
+    for e in std::fs::read_dir(out)?.flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if n.starts_with("checkpoint-") && n != name {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+    Ok(())
+}
+
+/// Runs (or resumes) a training run with `trainer`, whose model and optimizer are freshly
+/// initialised from `config`.
+pub fn train(
+    config: &RunConfig,
+    train: Arc<Dataset>,
+    test: Arc<Dataset>,
+    trainer: &mut dyn Trainer,
+    out: &Path,
+    resume: bool,
+    force: bool,
+) -> Result<Vec<EpochRow>> {
+    let mut progress = Progress {
+        epochs_done: 0,
+        step: 0,
+        last_lr: None,
+        rows: vec![],
+        finished: false,
+    };
+    let config_path = out.join("config.json");
+    if resume {
+        let saved: RunConfig = read_json(&config_path).context("--resume needs a run directory")?;
+        if let Some(m) = saved.resume_mismatch(config) {
+            bail!("--resume with a different configuration: {m}");
+        }
+        if let Some(dir) = latest_checkpoint(out)? {
+            progress = read_json(&dir.join("progress.json"))?;
+            trainer
+                .load(&dir)
+                .with_context(|| format!("cannot restore {}", dir.display()))?;
+            eprintln!(
+                "resuming {} after epoch {}",
+                out.display(),
+                progress.epochs_done
+            );
+        }
+    } else if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        if !force {
+            let state = match latest_checkpoint(out)
+                .ok()
+                .flatten()
+                .and_then(|d| read_json::<Progress>(&d.join("progress.json")).ok())
+            {
+                Some(p) if p.finished => "a finished run",
+                Some(_) => "an unfinished run (use --resume to continue it)",
+                None => "files",
+            };
+            bail!(
+                "{} already holds {state}: pass --force to replace it",
+                out.display()
+            );
+        }
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    write_atomic(
+        &config_path,
+        serde_json::to_string_pretty(config)?.as_bytes(),
+        true,
+    )?;
+
+    let loader = |augment: bool| LoaderConfig {
+        batch_size: config.batch_size,
+        augment,
+        shuffle: augment,
+        normalize: config.normalize,
+        seed: config.seed,
+    };
+    let steps_per_epoch = batches_per_epoch(train.len(), config.batch_size) as u64;
+    let total_steps = steps_per_epoch * config.epochs;
+    let tty = std::io::stderr().is_terminal();
+    for epoch in progress.epochs_done..config.epochs {
+        let t0 = Instant::now();
+        trainer.start_epoch();
+        let bar = ProgressBar::new(steps_per_epoch);
+        if tty {
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        } else {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
+        let (mut seen, mut correct, mut lr) =
+            (0usize, 0usize, progress.last_lr.unwrap_or(config.lcam.lr));
+        for batch in Loader::new(train.clone(), loader(true), epoch, 0) {
+            lr = config.schedule.lr(
+                config.lcam.lr,
+                epoch,
+                progress.step,
+                total_steps,
+                progress.last_lr,
+            );
+            let (loss, c) = trainer.train_step(&batch, lr)?;
+            progress.last_lr = Some(lr);
+            progress.step += 1;
+            seen += batch.len();
+            correct += c;
+            let s = trainer.epoch_stats();
+            bar.inc(1);
+            bar.set_message(format!(
+                "loss {loss:.4} (mean {:.4}) lr {lr:.2e} below {:.0}% {:.0} img/s",
+                s.mean_loss,
+                100.0 * s.fraction_below(),
+                seen as f64 / t0.elapsed().as_secs_f64()
+            ));
+        }
+        bar.finish_and_clear();
+        let train_secs = t0.elapsed().as_secs_f64();
+        let stats = trainer.epoch_stats();
+        let (mut test_loss, mut test_correct) = (0.0, 0usize);
+        for batch in Loader::new(test.clone(), loader(false), 0, 0) {
+            let (l, c) = trainer.evaluate(&batch)?;
+            test_loss += l;
+            test_correct += c;
+        }
+        let row = EpochRow {
+            epoch: epoch + 1,
+            lr,
+            train_loss: stats.mean_loss,
+            train_acc: correct as f64 / seen as f64,
+            test_loss: test_loss / test.len() as f64,
+            test_acc: test_correct as f64 / test.len() as f64,
+            below_share: stats.fraction_below(),
+            seconds: t0.elapsed().as_secs_f64(),
+            img_per_s: seen as f64 / train_secs,
+        };
+        eprintln!(
+            "epoch {}/{}: train loss {:.4} acc {:.2}% | test loss {:.4} acc {:.2}% | below {:.1}% | lr {:.3e} | {:.0} img/s, {:.1}s",
+            row.epoch,
+            config.epochs,
+            row.train_loss,
+            100.0 * row.train_acc,
+            row.test_loss,
+            100.0 * row.test_acc,
+            100.0 * row.below_share,
+            row.lr,
+            row.img_per_s,
+            row.seconds
+        );
+        progress.rows.push(row);
+        progress.epochs_done = epoch + 1;
+        progress.finished = progress.epochs_done == config.epochs;
+        write_atomic(
+            &out.join("metrics.csv"),
+            csv(&progress.rows).as_bytes(),
+            true,
+        )?;
+        save_checkpoint(out, trainer, &progress)?;
+    }
+    write_atomic(
+        &out.join("metrics.csv"),
+        csv(&progress.rows).as_bytes(),
+        true,
+    )?;
+    Ok(progress.rows)
+}

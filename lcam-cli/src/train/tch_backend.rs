@@ -1,0 +1,272 @@
+//! The tch (libtorch) backend of `lcam train`: WRN-d-k with tch's `nn` and lcam-tch's optimizer.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use lcam_core::EpochStats;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use super::model::ModelSpec;
+use super::run::{RunConfig, Trainer};
+use crate::data::loader::Batch;
+
+/// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist.
+pub fn device(s: &str) -> Result<Device> {
+    let d = match s {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::Cuda(0),
+        _ => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Device::Cuda(n),
+            _ => bail!("bad --device `{s}`: expected cpu, cuda or cuda:N"),
+        },
+    };
+    if let Device::Cuda(n) = d {
+        let count = tch::Cuda::device_count();
+        if !tch::Cuda::is_available() || n as i64 >= count {
+            bail!("--device {s}: libtorch sees {count} CUDA device(s)");
+        }
+    }
+    Ok(d)
+}
+
+fn conv(p: nn::Path, cin: usize, cout: usize, k: usize, stride: usize) -> nn::Conv2D {
+    let cfg = nn::ConvConfig {
+        stride: stride as i64,
+        padding: (k / 2) as i64,
+        bias: false,
+        // SPEC §3: Kaiming-normal, fan_out, ReLU gain.
+        ws_init: nn::Init::Kaiming {
+            dist: nn::init::NormalOrUniform::Normal,
+            fan: nn::init::FanInOut::FanOut,
+            non_linearity: nn::init::NonLinearity::ReLU,
+        },
+        ..Default::default()
+    };
+    nn::conv2d(p, cin as i64, cout as i64, k as i64, cfg)
+}
+
+fn bn(p: nn::Path, c: usize) -> nn::BatchNorm {
+    // BN weight 1, bias 0 (tch's defaults), PyTorch's eps and momentum.
+    nn::batch_norm2d(p, c as i64, Default::default())
+}
+
+#[derive(Debug)]
+struct Block {
+    bn1: nn::BatchNorm,
+    conv1: nn::Conv2D,
+    bn2: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    shortcut: Option<nn::Conv2D>,
+    dropout: f64,
+}
+
+impl Block {
+    fn new(p: nn::Path, cin: usize, cout: usize, stride: usize, dropout: f64) -> Self {
+        Self {
+            bn1: bn(&p / "bn1", cin),
+            conv1: conv(&p / "conv1", cin, cout, 3, stride),
+            bn2: bn(&p / "bn2", cout),
+            conv2: conv(&p / "conv2", cout, cout, 3, 1),
+            shortcut: (cin != cout).then(|| conv(&p / "shortcut", cin, cout, 1, stride)),
+            dropout,
+        }
+    }
+}
+
+impl ModuleT for Block {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let o = x.apply_t(&self.bn1, train).relu();
+        // Pre-activation: a projection shortcut sees the activated input, identity the raw one.
+        let short = match &self.shortcut {
+            Some(c) => o.apply(c),
+            None => x.shallow_clone(),
+        };
+        let mut y = o.apply(&self.conv1).apply_t(&self.bn2, train).relu();
+        if self.dropout > 0.0 {
+            y = y.dropout(self.dropout, train);
+        }
+        y.apply(&self.conv2) + short
+    }
+}
+
+/// WRN-d-k for tch (SPEC §3).
+#[derive(Debug)]
+pub struct Wrn {
+    conv: nn::Conv2D,
+    blocks: Vec<Block>,
+    bn: nn::BatchNorm,
+    fc: nn::Linear,
+}
+
+impl Wrn {
+    /// Builds the network under `p`.
+    pub fn new(p: &nn::Path, spec: ModelSpec, classes: usize, dropout: f64) -> Self {
+        let w = spec.widths();
+        let mut blocks = Vec::new();
+        for g in 0..3 {
+            for b in 0..spec.blocks_per_group() {
+                let cin = if b == 0 { w[g] } else { w[g + 1] };
+                let stride = if b == 0 && g > 0 { 2 } else { 1 };
+                blocks.push(Block::new(
+                    p / format!("group{g}") / format!("block{b}"),
+                    cin,
+                    w[g + 1],
+                    stride,
+                    dropout,
+                ));
+            }
+        }
+        let bound = 1.0 / (w[3] as f64).sqrt();
+        let fc = nn::linear(
+            p / "fc",
+            w[3] as i64,
+            classes as i64,
+            nn::LinearConfig {
+                // PyTorch's default Linear weight init, U(−1/√fan_in, 1/√fan_in); bias 0 (SPEC §3).
+                ws_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                bs_init: Some(nn::Init::Const(0.0)),
+                bias: true,
+            },
+        );
+        Self {
+            conv: conv(p / "conv", 3, 16, 3, 1),
+            blocks,
+            bn: bn(p / "bn", w[3]),
+            fc,
+        }
+    }
+}
+
+impl ModuleT for Wrn {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mut h = x.apply(&self.conv);
+        for b in &self.blocks {
+            h = b.forward_t(&h, train);
+        }
+        h.apply_t(&self.bn, train)
+            .relu()
+            .adaptive_avg_pool2d([1, 1])
+            .flatten(1, -1)
+            .apply(&self.fc)
+    }
+}
+
+/// Model, optimizer and device of a tch run.
+pub struct TchTrainer {
+    vs: nn::VarStore,
+    net: Wrn,
+    opt: lcam_tch::Lcam,
+}
+
+impl std::fmt::Debug for TchTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TchTrainer")
+            .field("device", &self.vs.device())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TchTrainer {
+    /// A freshly initialised model (seeded) and optimizer for `cfg`.
+    pub fn new(cfg: &RunConfig, threads: Option<usize>) -> Result<Self> {
+        if let Some(n) = threads {
+            tch::set_num_threads(n as i32);
+        }
+        let dev = device(&cfg.device)?;
+        tch::manual_seed(cfg.seed as i64);
+        let vs = nn::VarStore::new(dev);
+        let net = Wrn::new(&vs.root(), cfg.model, cfg.dataset.classes(), cfg.dropout);
+        let opt = lcam_tch::Lcam::new(&vs, cfg.lcam)?;
+        Ok(Self { vs, net, opt })
+    }
+
+    /// Trainable parameters.
+    pub fn param_count(&self) -> usize {
+        self.vs
+            .trainable_variables()
+            .iter()
+            .map(|t| t.numel())
+            .sum()
+    }
+
+    fn inputs(&self, batch: &Batch) -> (Tensor, Tensor) {
+        let n = batch.len() as i64;
+        let dev = self.vs.device();
+        let x = Tensor::from_slice(&batch.images)
+            .view([n, 3, 32, 32])
+            .to_device(dev);
+        let y = Tensor::from_slice(&batch.labels).to_device(dev);
+        (x, y)
+    }
+}
+
+fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
+    Ok(logits
+        .argmax(-1, false)
+        .eq_tensor(y)
+        .sum(Kind::Int64)
+        .f_int64_value(&[])? as usize)
+}
+
+impl Trainer for TchTrainer {
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
+        let (x, y) = self.inputs(batch);
+        let logits = self.net.forward_t(&x, true);
+        let loss = logits.cross_entropy_for_logits(&y);
+        self.opt.set_lr(lr)?;
+        self.opt.backward_step(&loss)?;
+        let c = tch::no_grad(|| correct(&logits, &y))?;
+        Ok((loss.f_double_value(&[])?, c))
+    }
+
+    fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)> {
+        tch::no_grad(|| {
+            let (x, y) = self.inputs(batch);
+            let logits = self.net.forward_t(&x, false);
+            let loss = logits.log_softmax(-1, Kind::Float).nll_loss_nd::<Tensor>(
+                &y,
+                None,
+                Reduction::Sum,
+                -100,
+            );
+            Ok((loss.f_double_value(&[])?, correct(&logits, &y)?))
+        })
+    }
+
+    fn start_epoch(&mut self) {
+        self.opt.start_epoch();
+    }
+
+    fn epoch_stats(&self) -> EpochStats {
+        self.opt.epoch_stats()
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        self.vs
+            .save(dir.join("model.safetensors"))
+            .context("saving the model")?;
+        self.opt
+            .save(dir.join("optimizer.lcam"))
+            .context("saving the optimizer")?;
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        self.vs
+            .load(dir.join("model.safetensors"))
+            .context("loading the model")?;
+        self.opt
+            .load(dir.join("optimizer.lcam"))
+            .context("loading the optimizer")?;
+        Ok(())
+    }
+}
+
+/// libtorch's version, for `config.json`.
+pub fn version() -> String {
+    format!("tch {} / libtorch 2.13.0", "0.26")
+}
