@@ -49,7 +49,18 @@ fn cifar10_records_are_split_into_labels_and_planar_pixels() {
         }
         std::fs::write(d.join(name), bytes).expect("write");
     }
-    std::fs::write(d.join(cifar::SYNTHETIC_MARKER), "2\n").expect("marker");
+    let marker: String = [
+        "data_batch_1.bin",
+        "data_batch_2.bin",
+        "data_batch_3.bin",
+        "data_batch_4.bin",
+        "data_batch_5.bin",
+        "test_batch.bin",
+    ]
+    .iter()
+    .map(|n| format!("{n} 2\n"))
+    .collect();
+    std::fs::write(d.join(cifar::SYNTHETIC_MARKER), marker).expect("marker");
     let train = cifar::load(dir.path(), CifarKind::Cifar10, Split::Train).expect("load");
     assert_eq!(train.len(), 10);
     assert_eq!(train.labels, vec![0, 1, 1, 2, 2, 3, 3, 4, 4, 5]);

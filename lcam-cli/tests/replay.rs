@@ -33,6 +33,16 @@ fn fixture_names() -> Vec<String> {
 
 #[test]
 fn replay_core_reproduces_every_golden_fixture() {
+    replay_reproduces_every_golden_fixture("core");
+}
+
+#[cfg(feature = "tch")]
+#[test]
+fn replay_tch_reproduces_every_golden_fixture() {
+    replay_reproduces_every_golden_fixture("tch");
+}
+
+fn replay_reproduces_every_golden_fixture(adapter: &str) {
     for name in fixture_names() {
         let trace = golden(&format!("{name}.trace.json"));
         let expect = golden(&format!("{name}.expected.json"));

@@ -194,15 +194,15 @@ impl<F: Scalar> Lcam<F> {
             });
         }
         for (i, g) in grads.iter().enumerate() {
-            if let Some(g) = g {
-                if g.shape() != self.shapes[i].as_slice() {
-                    return Err(LcamError::ShapeMismatch {
-                        tensor: format!("param {i}"),
-                        what: "gradient",
-                        got: g.dims(),
-                        expected: self.shapes[i].clone(),
-                    });
-                }
+            if let Some(g) = g
+                && g.shape() != self.shapes[i].as_slice()
+            {
+                return Err(LcamError::ShapeMismatch {
+                    tensor: format!("param {i}"),
+                    what: "gradient",
+                    got: g.dims(),
+                    expected: self.shapes[i].clone(),
+                });
             }
         }
         let h = StepParams {

@@ -227,21 +227,21 @@ impl Trace {
         }
         let mut prev_epoch = None;
         for (s, step) in self.steps.iter().enumerate() {
-            if let Some(lr) = step.lr {
-                if !(lr.is_finite() && lr >= 0.0) {
-                    return Err(bad(
-                        format!("steps[{s}].lr"),
-                        format!("{lr}, expected a finite value >= 0"),
-                    ));
-                }
+            if let Some(lr) = step.lr
+                && !(lr.is_finite() && lr >= 0.0)
+            {
+                return Err(bad(
+                    format!("steps[{s}].lr"),
+                    format!("{lr}, expected a finite value >= 0"),
+                ));
             }
-            if let Some(prev) = prev_epoch {
-                if step.epoch < prev {
-                    return Err(bad(
-                        format!("steps[{s}].epoch"),
-                        format!("{} after epoch {prev}: epochs never decrease", step.epoch),
-                    ));
-                }
+            if let Some(prev) = prev_epoch
+                && step.epoch < prev
+            {
+                return Err(bad(
+                    format!("steps[{s}].epoch"),
+                    format!("{} after epoch {prev}: epochs never decrease", step.epoch),
+                ));
             }
             prev_epoch = Some(step.epoch);
             if !step.loss.is_finite() {

@@ -54,7 +54,7 @@ proptest! {
         let mut plain = p0.clone();
         let mut buf = None;
         for (k, (loss, g)) in steps.iter().enumerate() {
-            if k % epoch_len == 0 { opt.start_epoch(); }
+            if k.is_multiple_of(epoch_len) { opt.start_epoch(); }
             let g = &g[..n];
             opt.step(&mut params, &[Some(arr(g.to_vec()))], *loss).expect("step");
             plain_sgd(&mut plain, &mut buf, g, lr, wd, mu);
@@ -121,12 +121,12 @@ proptest! {
         let cfg = LcamConfig::new(0.1, 5e-4, 0.95, 0.9).and_then(|c| c.with_nesterov(nesterov)).expect("valid");
         let grads = |k: usize| vec![
             Some(arr(vec![(k as f64 * 0.37).sin(), (k as f64 * 0.11).cos() * 1e-3])),
-            if k % 3 == 0 { None } else { Some(arr(vec![1.0 / (k as f64 + 1.0)])) },
+            if k.is_multiple_of(3) { None } else { Some(arr(vec![1.0 / (k as f64 + 1.0)])) },
         ];
         let init = vec![arr(vec![0.3, -0.7]), arr(vec![1.5])];
         let run = |from: usize, to: usize, params: &mut Vec<ArrayD<f64>>, opt: &mut Lcam<f64>| {
             for (k, &loss) in losses.iter().enumerate().take(to).skip(from) {
-                if k % 5 == 0 { opt.start_epoch(); }
+                if k.is_multiple_of(5) { opt.start_epoch(); }
                 opt.set_lr(0.1 * 0.99f64.powi(k as i32)).expect("lr");
                 opt.step(params, &grads(k), loss).expect("step");
             }

@@ -90,7 +90,8 @@ fn cargo() -> Command {
 
 fn test(root: &Path, no_tch: bool) -> Result<()> {
     sh(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
-    let mut scope: Vec<&str> = vec!["--workspace"];
+    // The CLI's libtorch backend and `--adapter tch` are tested too.
+    let mut scope: Vec<&str> = vec!["--workspace", "--features", "lcam-cli/tch"];
     let mut env = Vec::new();
     if no_tch {
         scope = vec!["--workspace", "--exclude", "lcam-tch"];

@@ -203,7 +203,11 @@ pub fn load(data_dir: &Path, kind: CifarKind, split: Split) -> Result<Dataset, D
     // A directory written by `write_synthetic` holds fewer records per file and says so.
     let synthetic = read_synthetic_marker(&dir);
     for (name, records) in files {
-        read_file(&dir.join(name), kind, synthetic.unwrap_or(records), &mut ds)?;
+        let records = synthetic
+            .iter()
+            .find(|e| e.0 == name)
+            .map_or(records, |e| e.1);
+        read_file(&dir.join(name), kind, records, &mut ds)?;
     }
     Ok(ds)
 }
@@ -281,15 +285,17 @@ fn read_file(
     Ok(())
 }
 
-/// The marker file `write_synthetic` leaves: its content is the number of records per file.
+/// The marker file `write_synthetic` leaves: one `<file name> <records>` line per file.
 pub const SYNTHETIC_MARKER: &str = "LCAM-SYNTHETIC";
 
-fn read_synthetic_marker(dir: &Path) -> Option<usize> {
-    std::fs::read_to_string(dir.join(SYNTHETIC_MARKER))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+fn read_synthetic_marker(dir: &Path) -> Vec<(String, usize)> {
+    let text = std::fs::read_to_string(dir.join(SYNTHETIC_MARKER)).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let (name, n) = l.split_once(' ')?;
+            Some((name.to_string(), n.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 /// Writes a synthetic split in the official format (for tests and CPU smoke runs):
@@ -314,6 +320,8 @@ pub fn write_synthetic(
             .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
+    let marker = dir.join(SYNTHETIC_MARKER);
+    let mut lines = std::fs::read_to_string(&marker).unwrap_or_default();
     for (name, _) in kind.files(split) {
         let mut bytes = Vec::with_capacity(records_per_file * kind.record_bytes());
         for _ in 0..records_per_file {
@@ -330,6 +338,7 @@ pub fn write_synthetic(
             }
         }
         std::fs::write(dir.join(name), bytes)?;
+        lines.push_str(&format!("{name} {records_per_file}\n"));
     }
-    std::fs::write(dir.join(SYNTHETIC_MARKER), format!("{records_per_file}\n"))
+    std::fs::write(marker, lines)
 }

@@ -46,7 +46,7 @@ impl FromStr for ModelSpec {
         let widen: usize = k
             .parse()
             .map_err(|_| err(format!("width `{k}` is not an integer")))?;
-        if depth < 10 || (depth - 4) % 6 != 0 {
+        if depth < 10 || !(depth - 4).is_multiple_of(6) {
             return Err(err(format!(
                 "depth must be 6n+4 (10, 16, 22, 28, …), got {depth}"
             )));

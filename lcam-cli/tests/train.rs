@@ -1,0 +1,192 @@
+//! `lcam train` end to end on synthetic CIFAR files: bad input, and (with the `tch` feature)
+//! training, outputs, refusal to overwrite, and resume equal to an uninterrupted run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lcam_cli::data::cifar::{self, CifarKind, Split};
+
+fn lcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lcam"))
+        .args(args)
+        .output()
+        .expect("run lcam")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn data(kind: CifarKind, n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cifar::write_synthetic(dir.path(), kind, Split::Train, n, 3).expect("train");
+    cifar::write_synthetic(dir.path(), kind, Split::Test, n / 2, 4).expect("test");
+    dir
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+#[test]
+fn bad_arguments_fail_with_one_line_and_touch_nothing() {
+    let d = data(CifarKind::Cifar10, 20);
+    let out = tempfile::tempdir().expect("out");
+    let keep = out.path().join("keep.txt");
+    std::fs::write(&keep, "x").expect("write");
+    let base = [
+        "train",
+        "--data-dir",
+        p(d.path()),
+        "--out",
+        p(out.path()),
+        "--force",
+    ];
+    for (extra, culprit) in [
+        (vec!["--model", "wrn-15-1"], "6n+4"),
+        (vec!["--schedule", "step:0.2"], "bad schedule `step:0.2`"),
+        (vec!["--momentum-above", "1.5"], "momentum_above"),
+        (vec!["--dataset", "cifar100"], "train.bin: not found"),
+        (vec!["--batch-size", "0"], "--batch-size"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let o = lcam(&args);
+        assert!(!o.status.success(), "{extra:?} accepted");
+        let e = stderr(&o);
+        assert!(
+            e.contains(culprit),
+            "{extra:?}: `{e}` does not name `{culprit}`"
+        );
+        assert_eq!(e.lines().count(), 1, "{extra:?}: one line: {e}");
+        assert!(keep.exists(), "{extra:?}: --out was touched");
+    }
+    let o = lcam(&["train", "--out", p(out.path())]);
+    assert!(!o.status.success());
+    if std::env::var_os("LCAM_DATA_DIR").is_none() {
+        assert!(stderr(&o).contains("LCAM_DATA_DIR"), "{}", stderr(&o));
+    }
+}
+
+#[cfg(feature = "tch")]
+mod tch {
+    use super::*;
+
+    fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "tch",
+            "--model",
+            "wrn-10-1",
+            "--data-dir",
+            p(data),
+            "--out",
+            p(out),
+            "--batch-size",
+            "16",
+            "--threads",
+            "1",
+            "--seed",
+            "7",
+            "--schedule",
+            "exp:0.99@2",
+        ];
+        args.extend_from_slice(extra);
+        lcam(&args)
+    }
+
+    fn params(dir: &Path) -> Vec<u8> {
+        let latest = std::fs::read_to_string(dir.join("LATEST")).expect("LATEST");
+        std::fs::read(dir.join(latest.trim()).join("model.safetensors")).expect("model")
+    }
+
+    #[test]
+    fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
+        let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
+        let full = tempfile::tempdir().expect("out");
+        let o = train(d.path(), full.path(), &["--epochs", "3", "--force"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let metrics = std::fs::read_to_string(full.path().join("metrics.csv")).expect("metrics");
+        assert_eq!(metrics.lines().count(), 4, "{metrics}");
+        assert!(metrics.starts_with(
+            "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s"
+        ));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(full.path().join("config.json")).expect("config"),
+        )
+        .expect("json");
+        assert_eq!(cfg["parameters"], 77_850);
+        assert_eq!(cfg["seed"], 7);
+        assert_eq!(cfg["lcam"]["momentum_below"], 0.9);
+
+        // A finished run is not overwritten without --force.
+        let before = std::fs::read(full.path().join("metrics.csv")).expect("read");
+        let o = train(d.path(), full.path(), &["--epochs", "3"]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("finished run"),
+            "{}",
+            stderr(&o)
+        );
+        assert_eq!(
+            std::fs::read(full.path().join("metrics.csv")).expect("read"),
+            before
+        );
+
+        // Stop after 1 epoch, resume to 3: the same parameters, bit for bit.
+        let part = tempfile::tempdir().expect("out");
+        assert!(
+            train(d.path(), part.path(), &["--epochs", "1", "--force"])
+                .status
+                .success()
+        );
+        let o = train(d.path(), part.path(), &["--epochs", "3", "--resume"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+        assert_eq!(
+            params(part.path()),
+            params(full.path()),
+            "resumed run differs"
+        );
+        let m2 = std::fs::read_to_string(part.path().join("metrics.csv")).expect("metrics");
+        let strip = |s: &str| {
+            s.lines()
+                .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&m2), strip(&metrics), "same metrics but timings");
+
+        // Resume with another configuration is refused.
+        let o = train(
+            d.path(),
+            part.path(),
+            &["--epochs", "4", "--resume", "--lr", "0.05"],
+        );
+        assert!(
+            !o.status.success() && stderr(&o).contains("different configuration"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
+    #[test]
+    fn cifar100_trains() {
+        let d = data(CifarKind::Cifar100, 40);
+        let out = tempfile::tempdir().expect("out");
+        let o = train(
+            d.path(),
+            out.path(),
+            &[
+                "--dataset",
+                "cifar100",
+                "--epochs",
+                "1",
+                "--force",
+                "--optimizer",
+                "sgd",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
+        assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
+    }
+}

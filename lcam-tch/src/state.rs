@@ -1,0 +1,284 @@
+//! Save and load the whole optimizer state (`lcam-tch-state/1`) to one safetensors file.
+//!
+//! The file holds one tensor per momentum buffer, named `momentum_buffer.<parameter name>`
+//! (raw bytes of the parameter's dtype: bit-exact), and a `u8` tensor `__lcam_state__` holding
+//! the JSON metadata: format tag, configuration (with the current learning rate), controller
+//! state, and per parameter its name, shape, dtype, whether it has a buffer and the buffer's
+//! FNV-1a checksum. Any standard safetensors reader can open it.
+
+use std::path::{Path, PathBuf};
+
+use lcam_core::{ControllerState, LcamConfig, LcamError, PhasedMomentum};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use crate::kernel::TchTensor;
+use crate::optimizer::{Lcam, kind_name};
+
+/// Format tag of a state file.
+pub const STATE_FORMAT: &str = "lcam-tch-state/1";
+const META: &str = "__lcam_state__";
+const BUFFER_PREFIX: &str = "momentum_buffer.";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    format: String,
+    config: LcamConfig,
+    controller: ControllerState,
+    epoch_started: bool,
+    params: Vec<ParamMeta>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamMeta {
+    name: String,
+    shape: Vec<i64>,
+    dtype: String,
+    /// FNV-1a 64 of the buffer's bytes; `None` when the parameter has no buffer yet.
+    buffer_checksum: Option<String>,
+}
+
+fn fnv1a(bytes: &[u8]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The bytes of a CPU, contiguous tensor.
+fn bytes_of(t: &Tensor) -> Result<Vec<u8>> {
+    let numel = t.numel();
+    let mut v = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut v, numel)?;
+    Ok(v)
+}
+
+impl Lcam {
+    /// Saves the whole state — configuration (with the current learning rate), controller,
+    /// every momentum buffer, and the parameters' names, shapes and dtypes — to one file, so
+    /// that [`Lcam::load`] and continuing is bit-identical to never stopping. libtorch's own
+    /// SGD cannot save its state; this one can.
+    ///
+    /// The file is written next to `path` under a temporary name, synced, then renamed over
+    /// `path`: a crash never leaves a half-written state file.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut tensors: Vec<(String, Tensor)> = Vec::new();
+        let mut params = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let p = &s.param.0;
+            let mut checksum = None;
+            if let Some(b) = &s.buffer {
+                let cpu = b.0.f_to_device(Device::Cpu)?.f_contiguous()?;
+                checksum = Some(fnv1a(&bytes_of(&cpu)?));
+                tensors.push((format!("{BUFFER_PREFIX}{}", s.name), cpu));
+            }
+            params.push(ParamMeta {
+                name: s.name.clone(),
+                shape: p.size(),
+                dtype: kind_name(p.kind()),
+                buffer_checksum: checksum,
+            });
+        }
+        let meta = Meta {
+            format: STATE_FORMAT.to_string(),
+            config: self.config,
+            controller: self.controller.state(),
+            epoch_started: self.epoch_started,
+            params,
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            location: "metadata".into(),
+            message: format!("cannot serialise: {e}"),
+        })?;
+        tensors.push((META.to_string(), Tensor::f_from_slice(&json)?));
+
+        let io = |action: &'static str, source: std::io::Error| Error::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = tempfile::Builder::new()
+            .prefix(".lcam-state-")
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| io("create a temporary file next to", e))?;
+        Tensor::write_safetensors(&tensors, tmp.path())?;
+        std::fs::File::open(tmp.path())
+            .and_then(|f| f.sync_all())
+            .map_err(|e| io("sync the temporary file for", e))?;
+        tmp.persist(path).map_err(|e| io("write", e.error))?;
+        Ok(())
+    }
+
+    /// Restores the state saved by [`Lcam::save`] into this optimizer, whose parameters must be
+    /// those the state was saved from (same names, shapes and dtypes, in the same order).
+    /// Buffers are placed on each parameter's device.
+    ///
+    /// Everything is validated before anything changes: a state from another model, a corrupt
+    /// or truncated file returns [`Error::State`] naming the tensor (or part of the file) at
+    /// fault, and the optimizer is left as it was.
+    pub fn load(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bad = |location: &str, message: String| Error::State {
+            path: path.to_path_buf(),
+            location: location.to_string(),
+            message,
+        };
+        std::fs::metadata(path).map_err(|source| Error::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut tensors = Tensor::read_safetensors(path)
+            .map_err(|e| bad("file", format!("not a readable safetensors file: {e}")))?;
+
+        let meta_at = tensors.iter().position(|(n, _)| n == META).ok_or_else(|| {
+            bad(
+                META,
+                format!("missing: not an LCAM state file ({STATE_FORMAT})"),
+            )
+        })?;
+        let (_, meta_t) = tensors.swap_remove(meta_at);
+        if meta_t.kind() != Kind::Uint8 || meta_t.dim() != 1 {
+            return Err(bad(
+                META,
+                format!(
+                    "dtype {:?} shape {:?}, expected a 1-D Uint8 tensor",
+                    meta_t.kind(),
+                    meta_t.size()
+                ),
+            ));
+        }
+        let meta: Meta = serde_json::from_slice(&bytes_of(&meta_t)?)
+            .map_err(|e| bad(META, format!("cannot parse the metadata: {e}")))?;
+        if meta.format != STATE_FORMAT {
+            return Err(bad(
+                "format",
+                format!("`{}`, expected `{STATE_FORMAT}`", meta.format),
+            ));
+        }
+        let config = meta.config.validate().map_err(|e| match e {
+            LcamError::InvalidConfig {
+                field,
+                value,
+                expected,
+            } => bad(&format!("config.{field}"), format!("{value}, {expected}")),
+            other => Error::Core(other),
+        })?;
+        let controller =
+            PhasedMomentum::from_state(&config, meta.controller).map_err(|e| match e {
+                LcamError::InvalidState { location, message } => bad(&location, message),
+                other => Error::Core(other),
+            })?;
+
+        if meta.params.len() != self.slots.len() {
+            return Err(bad(
+                "params",
+                format!(
+                    "{} parameter tensors ({}), this optimizer has {} ({})",
+                    meta.params.len(),
+                    summary(meta.params.iter().map(|p| p.name.as_str())),
+                    self.slots.len(),
+                    summary(self.names()),
+                ),
+            ));
+        }
+        let mut buffers: Vec<Option<TchTensor>> = Vec::with_capacity(self.slots.len());
+        for (i, (m, s)) in meta.params.iter().zip(&self.slots).enumerate() {
+            let p = &s.param.0;
+            let loc = format!("params[{i}] ({})", m.name);
+            if m.name != s.name {
+                return Err(bad(
+                    &loc,
+                    format!(
+                        "name `{}`, this optimizer's parameter {i} is `{}`",
+                        m.name, s.name
+                    ),
+                ));
+            }
+            if m.shape != p.size() {
+                return Err(bad(
+                    &loc,
+                    format!("shape {:?}, the parameter has {:?}", m.shape, p.size()),
+                ));
+            }
+            if m.dtype != kind_name(p.kind()) {
+                return Err(bad(
+                    &loc,
+                    format!("dtype {}, the parameter has {:?}", m.dtype, p.kind()),
+                ));
+            }
+            let bname = format!("{BUFFER_PREFIX}{}", m.name);
+            let found = tensors.iter().position(|(n, _)| *n == bname);
+            let buffer = match (&m.buffer_checksum, found) {
+                (None, None) => None,
+                (None, Some(_)) => {
+                    return Err(bad(
+                        &bname,
+                        "present, but the metadata says the parameter has no buffer".into(),
+                    ));
+                }
+                (Some(_), None) => return Err(bad(&bname, "missing".into())),
+                (Some(sum), Some(j)) => {
+                    let (_, b) = tensors.swap_remove(j);
+                    if b.size() != p.size() || b.kind() != p.kind() {
+                        return Err(bad(
+                            &bname,
+                            format!(
+                                "shape {:?} dtype {:?}, the parameter has {:?} {:?}",
+                                b.size(),
+                                b.kind(),
+                                p.size(),
+                                p.kind()
+                            ),
+                        ));
+                    }
+                    let got = fnv1a(&bytes_of(&b)?);
+                    if got != *sum {
+                        return Err(bad(
+                            &bname,
+                            format!("checksum {got}, the metadata says {sum}: corrupt data"),
+                        ));
+                    }
+                    Some(TchTensor(b.f_to_device(p.device())?))
+                }
+            };
+            buffers.push(buffer);
+        }
+        if let Some((name, _)) = tensors.first() {
+            return Err(bad(
+                name,
+                "unexpected tensor (no parameter of this optimizer has that name)".into(),
+            ));
+        }
+
+        self.config = config;
+        self.controller = controller;
+        self.epoch_started = meta.epoch_started;
+        for (s, b) in self.slots.iter_mut().zip(buffers) {
+            s.buffer = b;
+        }
+        Ok(())
+    }
+}
+
+fn summary<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    let shown: Vec<String> = names.iter().take(4).map(|n| format!("`{n}`")).collect();
+    if names.len() > 4 {
+        format!("{}, …", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
