@@ -16,6 +16,8 @@ pub enum Adapter {
     Core,
     /// lcam-tch on libtorch, CPU (needs the `tch` feature).
     Tch,
+    /// lcam-burn on Burn's flex CPU backend (needs the `burn` feature).
+    Burn,
 }
 
 /// Arguments of `lcam replay`.
@@ -51,6 +53,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
     let trajectory = match args.adapter {
         Adapter::Core => trace.replay(),
         Adapter::Tch => replay_tch(&trace)?,
+        Adapter::Burn => replay_burn(&trace)?,
     }
     .with_context(|| format!("replaying {}", args.trace.display()))?;
 
@@ -103,5 +106,17 @@ fn replay_tch(trace: &Trace) -> Result<lcam_core::Result<Trajectory>> {
 fn replay_tch(_: &Trace) -> Result<lcam_core::Result<Trajectory>> {
     bail!(
         "this `lcam` was built without the tch adapter: rebuild with `--features tch` (cargo xtask does)"
+    )
+}
+
+#[cfg(feature = "burn")]
+fn replay_burn(trace: &Trace) -> Result<lcam_core::Result<Trajectory>> {
+    Ok(Ok(lcam_burn::replay(trace)?))
+}
+
+#[cfg(not(feature = "burn"))]
+fn replay_burn(_: &Trace) -> Result<lcam_core::Result<Trajectory>> {
+    bail!(
+        "this `lcam` was built without the burn adapter: rebuild with `--features burn` (cargo xtask does)"
     )
 }

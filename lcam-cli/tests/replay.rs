@@ -42,6 +42,12 @@ fn replay_tch_reproduces_every_golden_fixture() {
     replay_reproduces_every_golden_fixture("tch");
 }
 
+#[cfg(feature = "burn")]
+#[test]
+fn replay_burn_reproduces_every_golden_fixture() {
+    replay_reproduces_every_golden_fixture("burn");
+}
+
 fn replay_reproduces_every_golden_fixture(adapter: &str) {
     for name in fixture_names() {
         let trace = golden(&format!("{name}.trace.json"));

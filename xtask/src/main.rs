@@ -5,6 +5,7 @@
 //! - `cargo xtask golden`   — regenerate the PyTorch golden fixtures (`scripts/golden.py`).
 //! - `cargo xtask libtorch` — provision libtorch and print the environment the tch build uses.
 
+mod download;
 mod torch;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,18 @@ enum Cmd {
     },
     /// Regenerate fixtures/golden with PyTorch (torch==2.13.0 in the cache venv).
     Golden,
+    /// Fetch and verify CIFAR-10/100 into the data directory.
+    Download {
+        /// Which dataset.
+        #[arg(long, value_parser = ["cifar10", "cifar100", "all"], default_value = "all")]
+        dataset: String,
+        /// Local source: a .tar.gz / .tar.xz, an unpacked directory, or a directory of archives.
+        #[arg(long)]
+        from: Option<PathBuf>,
+        /// Target directory (default: $LCAM_DATA_DIR, else <cache>/data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Provision libtorch (torch==2.13.0 from PyPI into the cache) and print its environment.
     Libtorch,
 }
@@ -50,6 +63,27 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Test { no_tch } => test(&root, no_tch),
         Cmd::Golden => golden(&root),
+        Cmd::Download {
+            dataset,
+            from,
+            data_dir,
+        } => {
+            let data_dir =
+                match data_dir.or_else(|| std::env::var_os("LCAM_DATA_DIR").map(PathBuf::from)) {
+                    Some(d) => d,
+                    None => torch::cache_dir()?.join("data"),
+                };
+            let specs = match dataset.as_str() {
+                "cifar10" => vec![download::cifar10()],
+                "cifar100" => vec![download::cifar100()],
+                _ => vec![download::cifar10(), download::cifar100()],
+            };
+            for spec in &specs {
+                download::install(spec, &data_dir, from.as_deref())?;
+            }
+            println!("{}", data_dir.display());
+            Ok(())
+        }
         Cmd::Libtorch => {
             let env = torch::ensure()?;
             for (k, v) in env.cargo_env() {
@@ -90,11 +124,17 @@ fn cargo() -> Command {
 
 fn test(root: &Path, no_tch: bool) -> Result<()> {
     sh(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
-    // The CLI's libtorch backend and `--adapter tch` are tested too.
-    let mut scope: Vec<&str> = vec!["--workspace", "--features", "lcam-cli/tch"];
+    // The CLI's backends and replay adapters are tested too.
+    let mut scope: Vec<&str> = vec!["--workspace", "--features", "lcam-cli/tch,lcam-cli/burn"];
     let mut env = Vec::new();
     if no_tch {
-        scope = vec!["--workspace", "--exclude", "lcam-tch"];
+        scope = vec![
+            "--workspace",
+            "--exclude",
+            "lcam-tch",
+            "--features",
+            "lcam-cli/burn",
+        ];
     } else {
         env = torch::ensure()?.cargo_env();
     }

@@ -36,7 +36,8 @@ impl TorchEnv {
     }
 }
 
-fn cache_dir() -> Result<PathBuf> {
+/// The project cache: `$LCAM_CACHE_DIR`, else `$XDG_CACHE_HOME/lcam`, else `~/.cache/lcam`.
+pub fn cache_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("LCAM_CACHE_DIR") {
         return Ok(PathBuf::from(d));
     }

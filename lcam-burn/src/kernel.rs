@@ -1,0 +1,136 @@
+//! The per-tensor half: [`UpdateTensor`] for Burn tensors and the `burn::optim::Optimizer` that
+//! [`burn::optim::ModuleOptimizer`] drives. Both are crate-private: the public entry point is
+//! [`crate::LcamOptimizer`], whose step requires the batch loss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource};
+use burn::tensor::{Device, Tensor};
+use lcam_core::{LcamConfig, StepParams, UpdateTensor, sgd_update};
+
+/// The leaf name of the momentum buffer in a record (`"{param_id}.momentum"`).
+pub(crate) const BUFFER_LEAF: &str = "momentum";
+
+/// A Burn float tensor seen through lcam-core's [`UpdateTensor`], so that the order of the
+/// update's operations lives in [`sgd_update`] only.
+///
+/// Burn tensors are immutable handles: every operation yields a new tensor (the backend reuses
+/// the storage in place when the handle is unique, as flex does), so `&mut self` methods replace
+/// the handle.
+#[derive(Debug, Clone)]
+pub(crate) struct BurnTensor<const D: usize>(pub(crate) Tensor<D>);
+
+impl<const D: usize> UpdateTensor for BurnTensor<D> {
+    fn dims(&self) -> Vec<usize> {
+        self.0.dims().to_vec()
+    }
+
+    fn duplicate(&self) -> Self {
+        // Burn tensors are values: a clone is never aliased by a later in-place write.
+        self.clone()
+    }
+
+    /// `self + alpha·other`. Burn has no fused multiply-add tensor op, so this rounds twice
+    /// (`alpha·other`, then the sum) where PyTorch's `add(…, alpha=)` rounds once; the scalar is
+    /// rounded to the tensor's dtype first, as PyTorch does.
+    fn add_scaled(&mut self, other: &Self, alpha: f64) {
+        let scaled = other.0.clone().mul_scalar(alpha);
+        self.0 = self.0.clone().add(scaled);
+    }
+
+    fn scale(&mut self, alpha: f64) {
+        self.0 = self.0.clone().mul_scalar(alpha);
+    }
+}
+
+/// Per-parameter state: the momentum buffer. A parameter without state has not had its first
+/// step (SPEC §1: `b = g` then), or has only been stepped with momentum 0.
+#[derive(Debug, Clone)]
+pub(crate) struct LcamTensorState<const D: usize> {
+    pub(crate) momentum: Tensor<D>,
+}
+
+impl<const D: usize> RecordState for LcamTensorState<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        out.push_tensor(prefix, BUFFER_LEAF, self.momentum.to_data());
+    }
+
+    /// Unlike `#[derive(RecordState)]`, which creates tensors in the device's default float
+    /// dtype, this keeps the recorded dtype, so that f64 buffers continue bit-identically.
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let data = src.take_tensor(prefix, BUFFER_LEAF)?;
+        if data.rank() != D {
+            return None;
+        }
+        let dtype = data.dtype();
+        Some(Self {
+            momentum: Tensor::from_data(data, (device, dtype)),
+        })
+    }
+}
+
+/// The momentum of the step in progress, shared between [`crate::LcamOptimizer`] (which sets it
+/// from its `PhasedMomentum` before each step) and the per-tensor optimizer that
+/// `ModuleOptimizer` holds.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedMomentum(Arc<AtomicU64>);
+
+impl SharedMomentum {
+    pub(crate) fn set(&self, momentum: f64) {
+        self.0.store(momentum.to_bits(), Ordering::Release);
+    }
+
+    pub(crate) fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Acquire))
+    }
+}
+
+/// LCAM's per-tensor step for `ModuleOptimizer`: [`sgd_update`] with the momentum in force.
+#[derive(Debug, Clone)]
+pub(crate) struct LcamTensorOptimizer {
+    weight_decay: f64,
+    dampening: f64,
+    nesterov: bool,
+    momentum: SharedMomentum,
+}
+
+impl LcamTensorOptimizer {
+    pub(crate) fn new(config: &LcamConfig, momentum: SharedMomentum) -> Self {
+        Self {
+            weight_decay: config.weight_decay,
+            dampening: config.dampening,
+            nesterov: config.nesterov,
+            momentum,
+        }
+    }
+}
+
+impl Optimizer for LcamTensorOptimizer {
+    type State<const D: usize> = LcamTensorState<D>;
+
+    fn step<const D: usize>(
+        &self,
+        lr: LearningRate,
+        tensor: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<Self::State<D>>,
+    ) -> (Tensor<D>, Option<Self::State<D>>) {
+        let h = StepParams {
+            lr,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum.get(),
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+        };
+        let mut param = BurnTensor(tensor);
+        let mut buffer = state.map(|s| BurnTensor(s.momentum));
+        sgd_update(&mut param, &BurnTensor(grad), &mut buffer, &h);
+        (param.0, buffer.map(|b| LcamTensorState { momentum: b.0 }))
+    }
+
+    fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
+        state.momentum = state.momentum.to_device(device);
+        state
+    }
+}

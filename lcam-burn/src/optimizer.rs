@@ -1,0 +1,283 @@
+//! [`LcamOptimizer`]: LCAM for Burn modules, with the batch loss as a required argument.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use lcam_core::{EpochStats, LcamConfig, Phase, PhasedMomentum};
+
+use crate::error::{LcamBurnError, Result};
+use crate::kernel::{LcamTensorOptimizer, SharedMomentum};
+
+/// Configuration of an [`LcamOptimizer`], Burn style: `LcamBurnConfig::new(below, above)`, the
+/// `with_*` builders, then [`LcamBurnConfig::init`], which validates.
+///
+/// The learning rate is not part of it: as with every Burn optimizer it is given to each
+/// [`LcamOptimizer::step`]. Dampening defaults to 0 as in PyTorch (Burn's own `MomentumConfig`
+/// defaults to 0.1; that default is deliberately not inherited). A configuration written `A/B` in
+/// the paper is `new(A, B)`: `A` after a batch below the epoch's running mean, `B` otherwise.
+#[derive(Config, Debug)]
+pub struct LcamBurnConfig {
+    /// Momentum used on the step after a batch whose loss was below the epoch's running mean.
+    pub momentum_below: f64,
+    /// Momentum used on the step after a batch whose loss was at or above the running mean.
+    pub momentum_above: f64,
+    /// Coupled L2 weight decay λ ≥ 0, added to the gradient before momentum.
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+    /// Momentum before any loss was observed; `None` means `momentum_above` (the phase of an
+    /// epoch's first batch).
+    pub initial_momentum: Option<f64>,
+    /// Dampening τ ∈ [0, 1] (not applied on a tensor's first step).
+    #[config(default = 0.0)]
+    pub dampening: f64,
+    /// Nesterov momentum; requires `dampening == 0` and every momentum `> 0`.
+    #[config(default = false)]
+    pub nesterov: bool,
+}
+
+impl LcamBurnConfig {
+    /// The same hyper-parameters as a core [`LcamConfig`] (its `lr` is not used: Burn passes the
+    /// learning rate to each step).
+    pub fn from_lcam(config: &LcamConfig) -> Self {
+        Self {
+            momentum_below: config.momentum_below,
+            momentum_above: config.momentum_above,
+            weight_decay: config.weight_decay,
+            initial_momentum: Some(config.initial_momentum),
+            dampening: config.dampening,
+            nesterov: config.nesterov,
+        }
+    }
+
+    /// The validated core configuration (`lr` 0 until the first step sets it).
+    pub fn to_lcam(&self) -> Result<LcamConfig> {
+        Ok(LcamConfig {
+            lr: 0.0,
+            weight_decay: self.weight_decay,
+            momentum_below: self.momentum_below,
+            momentum_above: self.momentum_above,
+            initial_momentum: self.initial_momentum.unwrap_or(self.momentum_above),
+            dampening: self.dampening,
+            nesterov: self.nesterov,
+        }
+        .validate()?)
+    }
+
+    /// Validates the configuration and builds the optimizer.
+    pub fn init(&self) -> Result<LcamOptimizer> {
+        LcamOptimizer::new(self.to_lcam()?)
+    }
+}
+
+/// A batch loss as [`LcamOptimizer::step`] accepts it: a host number, or a Burn tensor holding
+/// exactly one element (such as the result of `.mean()`), read back as `f64`.
+pub trait BatchLoss {
+    /// The loss as `f64`; a tensor with more or fewer than one element is
+    /// [`LcamBurnError::NonScalarLoss`].
+    fn to_f64(self) -> Result<f64>;
+}
+
+impl BatchLoss for f64 {
+    fn to_f64(self) -> Result<f64> {
+        Ok(self)
+    }
+}
+
+impl BatchLoss for f32 {
+    fn to_f64(self) -> Result<f64> {
+        Ok(f64::from(self))
+    }
+}
+
+impl<const D: usize> BatchLoss for &Tensor<D> {
+    fn to_f64(self) -> Result<f64> {
+        self.clone().to_f64()
+    }
+}
+
+impl<const D: usize> BatchLoss for Tensor<D> {
+    fn to_f64(self) -> Result<f64> {
+        let shape = self.shape();
+        if shape.num_elements() != 1 {
+            return Err(LcamBurnError::NonScalarLoss {
+                shape: shape.to_vec(),
+            });
+        }
+        // A float loss widens exactly to f64 (as PyTorch's `loss.item()` does).
+        self.try_into_scalar::<f64>()
+            .map_err(|e| LcamBurnError::LossRead {
+                message: format!("{e:?}"),
+            })
+    }
+}
+
+/// A failed [`LcamOptimizer::step`]: the error and the module, handed back untouched.
+///
+/// `?` converts it into [`LcamBurnError`] (dropping the module).
+#[derive(Debug)]
+pub struct StepError<M> {
+    /// Why the step was refused.
+    pub error: LcamBurnError,
+    /// The module exactly as it was given.
+    pub module: M,
+}
+
+impl<M> std::fmt::Display for StepError<M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LCAM step refused, nothing changed: {}", self.error)
+    }
+}
+
+impl<M: std::fmt::Debug> std::error::Error for StepError<M> {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl<M> From<StepError<M>> for LcamBurnError {
+    fn from(e: StepError<M>) -> Self {
+        e.error
+    }
+}
+
+/// LCAM for Burn: SGD with momentum (PyTorch semantics, lcam-core's [`lcam_core::sgd_update`])
+/// whose momentum is set by one [`PhasedMomentum`] controller for all parameters.
+///
+/// Internally a [`ModuleOptimizer`] walks the module and keeps one momentum buffer per parameter
+/// (keyed by [`burn::module::ParamId`], as for Burn's own optimizers); this type owns it together
+/// with the controller, so that a step cannot be taken without the batch loss.
+///
+/// Each epoch: [`start_epoch`](Self::start_epoch), then per batch
+/// `model = optim.step(lr, model, grads, &loss)?`.
+pub struct LcamOptimizer {
+    config: LcamConfig,
+    controller: PhasedMomentum,
+    momentum: SharedMomentum,
+    inner: ModuleOptimizer,
+}
+
+impl std::fmt::Debug for LcamOptimizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LcamOptimizer")
+            .field("config", &self.config)
+            .field("controller", &self.controller)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LcamOptimizer {
+    /// An optimizer for a (validated) core configuration; its `lr` is only the initial value of
+    /// [`LcamOptimizer::lr`], each step bringing its own.
+    pub fn new(config: LcamConfig) -> Result<Self> {
+        let config = config.validate()?;
+        Ok(Self::assemble(config, PhasedMomentum::new(&config), None))
+    }
+
+    pub(crate) fn assemble(
+        config: LcamConfig,
+        controller: PhasedMomentum,
+        inner: Option<ModuleOptimizer>,
+    ) -> Self {
+        let momentum = SharedMomentum::default();
+        let tensor_optim = LcamTensorOptimizer::new(&config, momentum.clone());
+        let fresh = ModuleOptimizer::from(tensor_optim);
+        Self {
+            config,
+            controller,
+            momentum,
+            inner: inner.unwrap_or(fresh),
+        }
+    }
+
+    /// A fresh internal `ModuleOptimizer` bound to this optimizer's shared momentum (the record
+    /// loader fills it).
+    pub(crate) fn fresh_inner(&self) -> ModuleOptimizer {
+        ModuleOptimizer::from(LcamTensorOptimizer::new(
+            &self.config,
+            self.momentum.clone(),
+        ))
+    }
+
+    pub(crate) fn inner(&self) -> &ModuleOptimizer {
+        &self.inner
+    }
+
+    pub(crate) fn set_inner(&mut self, inner: ModuleOptimizer) {
+        self.inner = inner;
+    }
+
+    /// One LCAM step: updates every parameter of `module` that has a gradient in `grads` with
+    /// the momentum in force (SPEC §1), then observes `loss` — the batch's mean-reduced loss —
+    /// to decide the next step's momentum (SPEC §2). `lr` is this step's learning rate.
+    ///
+    /// Errors, with the optimizer unchanged and the module handed back in [`StepError`]: a loss
+    /// tensor that is not a single element, a NaN or infinite loss, an invalid `lr`.
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        module: M,
+        grads: GradientsParams,
+        loss: impl BatchLoss,
+    ) -> std::result::Result<M, StepError<M>> {
+        let checked = loss.to_f64().and_then(|loss| {
+            self.controller.check_loss(loss)?;
+            let config = self.config.with_lr(lr)?;
+            Ok((loss, config))
+        });
+        let (loss, config) = match checked {
+            Ok(v) => v,
+            Err(error) => return Err(StepError { error, module }),
+        };
+        self.momentum.set(self.controller.momentum());
+        let module = self.inner.step(lr, module, grads);
+        self.config = config;
+        // Cannot fail: `check_loss` accepted this loss for this state above.
+        if let Err(error) = self.controller.observe(loss) {
+            return Err(StepError {
+                error: error.into(),
+                module,
+            });
+        }
+        Ok(module)
+    }
+
+    /// Starts a new epoch: the controller's running mean is reset, its last decision carried
+    /// over. A no-op while the current epoch has observed no loss, so a loop may call it at the
+    /// top of every epoch (including the first, and after loading a record).
+    pub fn start_epoch(&mut self) {
+        if self.controller.epoch_stats().steps > 0 {
+            self.controller.start_epoch();
+        }
+    }
+
+    /// The momentum the next step will use.
+    pub fn momentum(&self) -> f64 {
+        self.controller.momentum()
+    }
+
+    /// The last phase decision (`None` before any loss was observed).
+    pub fn phase(&self) -> Option<Phase> {
+        self.controller.phase()
+    }
+
+    /// Diagnostics of the current epoch.
+    pub fn epoch_stats(&self) -> EpochStats {
+        self.controller.epoch_stats()
+    }
+
+    /// The phase controller.
+    pub fn controller(&self) -> &PhasedMomentum {
+        &self.controller
+    }
+
+    /// The configuration; its `lr` is the learning rate of the last step.
+    pub fn config(&self) -> &LcamConfig {
+        &self.config
+    }
+
+    /// The learning rate of the last step (initially the configuration's).
+    pub fn lr(&self) -> f64 {
+        self.config.lr
+    }
+}
