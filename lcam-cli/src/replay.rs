@@ -62,10 +62,7 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
             .with_context(|| format!("cannot read expected trajectory {}", expect.display()))?;
         let expected =
             Trajectory::from_json(&text).with_context(|| format!("{}", expect.display()))?;
-        let tol = args.tolerance.unwrap_or(match trace.dtype {
-            lcam_core::DType::F32 => 1e-6,
-            lcam_core::DType::F64 => 1e-12,
-        });
+        let tol = args.tolerance.unwrap_or(trace.dtype.tolerance());
         let c = trajectory.compare(&expected);
         if !c.passes(tol) {
             bail!(

@@ -21,14 +21,8 @@ fn stderr(o: &Output) -> String {
 }
 
 fn fixture_names() -> Vec<String> {
-    let text = std::fs::read_to_string(golden("manifest.json")).expect("manifest");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    v["scenarios"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|s| s["name"].as_str().expect("name").to_owned())
-        .collect()
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+    lcam_core::load_fixtures(&dir).expect("fixtures").into_iter().map(|f| f.name).collect()
 }
 
 #[test]

@@ -54,7 +54,9 @@ pub use controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
 pub use error::{LcamError, Result};
 pub use math::{Scalar, StepParams, UpdateTensor, sgd_update};
 pub use optimizer::{Lcam, LcamState, StepReport, TensorData};
-pub use trace::{Comparison, DType, NamedTensor, Trace, TraceStep, Trajectory};
+pub use trace::{
+    Comparison, DType, Fixture, NamedTensor, Trace, TraceStep, Trajectory, load_fixtures,
+};
 
 /// The README's examples, compiled and run as doctests.
 #[doc = include_str!("../../README.md")]

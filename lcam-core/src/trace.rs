@@ -42,6 +42,15 @@ pub enum DType {
 }
 
 impl DType {
+    /// The relative tolerance an implementation must meet on a golden fixture of this dtype:
+    /// 1e-6 for f32, 1e-12 for f64 (see [`Trajectory::compare`]).
+    pub fn tolerance(self) -> f64 {
+        match self {
+            DType::F32 => 1e-6,
+            DType::F64 => 1e-12,
+        }
+    }
+
     /// `"f32"` or `"f64"`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -465,4 +474,74 @@ fn first_diff<T: PartialEq>(a: &[T], b: &[T]) -> usize {
         .zip(b)
         .position(|(x, y)| x != y)
         .unwrap_or(a.len().min(b.len()))
+}
+
+/// A golden fixture: a trace and the trajectory PyTorch produced for it
+/// (`<name>.trace.json`, `<name>.expected.json`, listed in `manifest.json`).
+#[derive(Debug, Clone)]
+pub struct Fixture {
+    /// Scenario name.
+    pub name: String,
+    /// What the optimizer is fed.
+    pub trace: Trace,
+    /// What PyTorch produced.
+    pub expected: Trajectory,
+}
+
+impl Fixture {
+    /// Compares `actual` with the expected trajectory at the dtype's tolerance; `Err` says why
+    /// it fails.
+    pub fn check(&self, actual: &Trajectory) -> std::result::Result<Comparison, String> {
+        let c = actual.compare(&self.expected);
+        let tol = self.trace.dtype.tolerance();
+        if c.passes(tol) {
+            Ok(c)
+        } else {
+            Err(format!(
+                "{}: {} (max relative error {:.3e} in `{}`, tolerance {tol:e})",
+                self.name,
+                c.mismatch
+                    .as_deref()
+                    .unwrap_or("parameters out of tolerance"),
+                c.max_rel_err,
+                c.worst_tensor
+            ))
+        }
+    }
+}
+
+/// Loads every fixture listed in `dir/manifest.json` (`{"scenarios":[{"name":…},…]}`).
+pub fn load_fixtures(dir: &std::path::Path) -> Result<Vec<Fixture>> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| LcamError::InvalidTrace {
+            location: path.display().to_string(),
+            message: e.to_string(),
+        })
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_str(&read("manifest.json")?).map_err(|e| LcamError::Parse {
+            what: "fixture manifest",
+            message: e.to_string(),
+        })?;
+    let names = manifest["scenarios"]
+        .as_array()
+        .ok_or_else(|| LcamError::InvalidTrace {
+            location: format!("{}/manifest.json: scenarios", dir.display()),
+            message: "missing list".into(),
+        })?;
+    names
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().ok_or_else(|| LcamError::InvalidTrace {
+                location: format!("{}/manifest.json: scenarios[].name", dir.display()),
+                message: "missing".into(),
+            })?;
+            Ok(Fixture {
+                name: name.to_string(),
+                trace: Trace::from_json(&read(&format!("{name}.trace.json"))?)?,
+                expected: Trajectory::from_json(&read(&format!("{name}.expected.json"))?)?,
+            })
+        })
+        .collect()
 }

@@ -4,62 +4,32 @@
 
 use std::path::PathBuf;
 
-use lcam_core::{DType, Trace, Trajectory};
+use lcam_core::{Fixture, Phase, load_fixtures};
 
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden")
-}
-
-fn scenarios() -> Vec<String> {
-    let text = std::fs::read_to_string(golden_dir().join("manifest.json")).expect("manifest.json");
-    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest parses");
-    manifest["scenarios"]
-        .as_array()
-        .expect("scenarios list")
-        .iter()
-        .map(|s| s["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
-fn load(name: &str) -> (Trace, Trajectory) {
-    let d = golden_dir();
-    let trace = Trace::from_json(
-        &std::fs::read_to_string(d.join(format!("{name}.trace.json"))).expect("trace file"),
-    )
-    .expect("trace valid");
-    let expected = Trajectory::from_json(
-        &std::fs::read_to_string(d.join(format!("{name}.expected.json"))).expect("expected file"),
-    )
-    .expect("expected valid");
-    (trace, expected)
+fn fixtures() -> Vec<Fixture> {
+    load_fixtures(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden"))
+        .expect("fixtures load")
 }
 
 #[test]
 fn every_golden_fixture_replays_within_tolerance() {
-    let names = scenarios();
+    let all = fixtures();
     assert!(
-        names.len() >= 6,
+        all.len() >= 6,
         "at least 6 golden scenarios, found {}",
-        names.len()
+        all.len()
     );
     let mut dtypes = std::collections::BTreeSet::new();
-    for name in &names {
-        let (trace, expected) = load(name);
-        dtypes.insert(trace.dtype.as_str());
-        let tol = match trace.dtype {
-            DType::F32 => 1e-6,
-            DType::F64 => 1e-12,
-        };
-        let got = trace.replay().expect("replay");
-        let c = got.compare(&expected);
-        assert!(c.structure_matches, "{name}: {:?}", c.mismatch);
-        assert!(
-            c.passes(tol),
-            "{name}: max relative error {:e} in `{}` > {tol:e}",
+    for f in &all {
+        dtypes.insert(f.trace.dtype.as_str());
+        let got = f.trace.replay().expect("replay");
+        let c = f.check(&got).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!(
+            "{}: max relative error {:e}, bit-exact {}",
+            f.name,
             c.max_rel_err,
-            c.worst_tensor
+            got.params == f.expected.params
         );
-        eprintln!("{name}: max relative error {:e}", c.max_rel_err);
     }
     assert_eq!(dtypes.len(), 2, "fixtures cover f32 and f64");
 }
@@ -68,38 +38,36 @@ fn every_golden_fixture_replays_within_tolerance() {
 fn golden_fixtures_are_not_trivial() {
     // Each fixture must exercise both phases and move the parameters: a fixture that never
     // switches or never moves could not catch a wrong rule.
-    for name in scenarios() {
-        let (trace, expected) = load(&name);
-        assert!(expected.phases.contains(&lcam_core::Phase::Below), "{name}");
-        assert!(expected.phases.contains(&lcam_core::Phase::Above), "{name}");
-        let moved = trace
+    for f in fixtures() {
+        assert!(f.expected.phases.contains(&Phase::Below), "{}", f.name);
+        assert!(f.expected.phases.contains(&Phase::Above), "{}", f.name);
+        let moved = f
+            .trace
             .params
             .iter()
-            .zip(&expected.params)
+            .zip(&f.expected.params)
             .any(|(a, b)| a.data != b.data);
-        assert!(moved, "{name}: parameters never moved");
+        assert!(moved, "{}: parameters never moved", f.name);
     }
 }
 
 #[test]
 fn a_perturbed_fixture_is_rejected() {
     // The comparison itself must be able to fail.
-    let (trace, mut expected) = load("quadratic_f32_cifar10");
-    expected.params[0].data[0] *= 1.0 + 1e-4;
+    let all = fixtures();
+    let f = all
+        .iter()
+        .find(|f| f.name == "quadratic_f32_cifar10")
+        .expect("fixture");
+    let got = f.trace.replay().expect("replay");
+    let mut bad = f.clone();
+    bad.expected.params[0].data[0] *= 1.0 + 1e-4;
+    assert!(bad.check(&got).is_err());
+    let mut bad = f.clone();
+    bad.expected.phases.reverse();
     assert!(
-        !trace
-            .replay()
-            .expect("replay")
-            .compare(&expected)
-            .passes(1e-6)
-    );
-    let (trace, mut expected) = load("quadratic_f32_cifar10");
-    expected.phases.reverse();
-    assert!(
-        !trace
-            .replay()
-            .expect("replay")
-            .compare(&expected)
-            .structure_matches
+        bad.check(&got)
+            .expect_err("phases")
+            .contains("phases differ")
     );
 }

@@ -4,57 +4,25 @@
 
 use std::path::PathBuf;
 
-use lcam_core::{DType, Trace, Trajectory};
+use lcam_core::load_fixtures;
 use tch::Device;
 
-fn golden_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden")
-}
-
-fn scenarios() -> Vec<String> {
-    let text = std::fs::read_to_string(golden_dir().join("manifest.json")).expect("manifest.json");
-    let manifest: serde_json::Value = serde_json::from_str(&text).expect("manifest parses");
-    manifest["scenarios"]
-        .as_array()
-        .expect("scenarios list")
-        .iter()
-        .map(|s| s["name"].as_str().expect("name").to_string())
-        .collect()
-}
-
-fn load(name: &str) -> (Trace, Trajectory) {
-    let d = golden_dir();
-    let trace = Trace::from_json(
-        &std::fs::read_to_string(d.join(format!("{name}.trace.json"))).expect("trace file"),
-    )
-    .expect("trace valid");
-    let expected = Trajectory::from_json(
-        &std::fs::read_to_string(d.join(format!("{name}.expected.json"))).expect("expected file"),
-    )
-    .expect("expected valid");
-    (trace, expected)
-}
-
 fn check_all(device: Device) {
-    let names = scenarios();
-    assert!(names.len() >= 6, "found {} golden scenarios", names.len());
+    let fixtures =
+        load_fixtures(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden"))
+            .expect("fixtures load");
+    assert!(
+        fixtures.len() >= 6,
+        "found {} golden scenarios",
+        fixtures.len()
+    );
     let mut worst = (0.0_f64, String::new());
     let mut bit_exact = 0;
-    for name in &names {
-        let (trace, expected) = load(name);
-        let tol = match trace.dtype {
-            DType::F32 => 1e-6,
-            DType::F64 => 1e-12,
-        };
-        let got = lcam_tch::replay(&trace, device).expect("replay");
-        let c = got.compare(&expected);
-        assert!(c.structure_matches, "{name}: {:?}", c.mismatch);
-        assert!(
-            c.passes(tol),
-            "{name}: max relative error {:e} in `{}` > {tol:e}",
-            c.max_rel_err,
-            c.worst_tensor
-        );
+    for f in &fixtures {
+        let (name, trace, expected) = (&f.name, &f.trace, &f.expected);
+        let tol = trace.dtype.tolerance();
+        let got = lcam_tch::replay(trace, device).expect("replay");
+        let c = f.check(&got).unwrap_or_else(|e| panic!("{e}"));
         // The reference (ndarray) replay and the tch replay agree too.
         let reference = trace.replay().expect("reference replay");
         assert!(
@@ -75,7 +43,7 @@ fn check_all(device: Device) {
     }
     eprintln!(
         "{device:?}: {bit_exact}/{} fixtures bit-exact, worst {:e} ({})",
-        names.len(),
+        fixtures.len(),
         worst.0,
         worst.1
     );
