@@ -22,7 +22,11 @@ fn stderr(o: &Output) -> String {
 
 fn fixture_names() -> Vec<String> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
-    lcam_core::load_fixtures(&dir).expect("fixtures").into_iter().map(|f| f.name).collect()
+    lcam_core::load_fixtures(&dir)
+        .expect("fixtures")
+        .into_iter()
+        .map(|f| f.name)
+        .collect()
 }
 
 #[test]
@@ -51,7 +55,7 @@ fn replay_reproduces_every_golden_fixture(adapter: &str) {
             "--trace",
             trace.to_str().expect("utf8"),
             "--adapter",
-            "core",
+            adapter,
             "--expect",
             expect.to_str().expect("utf8"),
         ]);

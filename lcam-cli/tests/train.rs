@@ -190,3 +190,132 @@ mod tch {
         assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
     }
 }
+
+#[cfg(feature = "burn")]
+mod burn {
+    use super::*;
+
+    fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+        let mut args = vec![
+            "train",
+            "--backend",
+            "burn",
+            "--model",
+            "wrn-10-1",
+            "--data-dir",
+            p(data),
+            "--out",
+            p(out),
+            "--batch-size",
+            "16",
+            "--seed",
+            "7",
+            "--schedule",
+            "exp:0.99@2",
+        ];
+        args.extend_from_slice(extra);
+        lcam(&args)
+    }
+
+    /// The latest checkpoint's model and optimizer records (parameter ids are deterministic, so
+    /// equal parameters give equal bytes).
+    fn checkpoint(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+        let latest = std::fs::read_to_string(dir.join("LATEST")).expect("LATEST");
+        let ck = dir.join(latest.trim());
+        (
+            std::fs::read(ck.join("model.bpk")).expect("model"),
+            std::fs::read(ck.join("optimizer.bpk")).expect("optimizer"),
+        )
+    }
+
+    #[test]
+    fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
+        let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
+        let full = tempfile::tempdir().expect("out");
+        let o = train(d.path(), full.path(), &["--epochs", "3", "--force"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let metrics = std::fs::read_to_string(full.path().join("metrics.csv")).expect("metrics");
+        assert_eq!(metrics.lines().count(), 4, "{metrics}");
+        assert!(metrics.starts_with(
+            "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s"
+        ));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(full.path().join("config.json")).expect("config"),
+        )
+        .expect("json");
+        assert_eq!(cfg["parameters"], 77_850);
+        assert_eq!(cfg["backend"], "burn");
+        assert_eq!(cfg["seed"], 7);
+        assert!(
+            cfg["backend_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("burn ")),
+            "{cfg}"
+        );
+
+        // Stop after 1 epoch, resume to 3: the same parameters, bit for bit.
+        let part = tempfile::tempdir().expect("out");
+        let o = train(d.path(), part.path(), &["--epochs", "1", "--force"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = train(d.path(), part.path(), &["--epochs", "3", "--resume"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+        let (model_full, _) = checkpoint(full.path());
+        let (model_part, _) = checkpoint(part.path());
+        assert!(model_full == model_part, "resumed run's parameters differ");
+        let m2 = std::fs::read_to_string(part.path().join("metrics.csv")).expect("metrics");
+        let strip = |s: &str| {
+            s.lines()
+                .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(strip(&m2), strip(&metrics), "same metrics but timings");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let d = data(CifarKind::Cifar10, 20);
+        let a = tempfile::tempdir().expect("out");
+        let b = tempfile::tempdir().expect("out");
+        for out in [&a, &b] {
+            let o = train(d.path(), out.path(), &["--epochs", "1", "--force"]);
+            assert!(o.status.success(), "{}", stderr(&o));
+        }
+        assert!(
+            checkpoint(a.path()).0 == checkpoint(b.path()).0,
+            "runs differ"
+        );
+    }
+
+    #[test]
+    fn cifar100_trains_and_cuda_is_refused() {
+        let d = data(CifarKind::Cifar100, 40);
+        let out = tempfile::tempdir().expect("out");
+        let o = train(
+            d.path(),
+            out.path(),
+            &[
+                "--dataset",
+                "cifar100",
+                "--epochs",
+                "1",
+                "--force",
+                "--optimizer",
+                "sgd",
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
+        assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
+        let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).expect("metrics");
+        assert_eq!(metrics.lines().count(), 2, "{metrics}");
+
+        let o = train(
+            d.path(),
+            out.path(),
+            &["--dataset", "cifar100", "--force", "--device", "cuda"],
+        );
+        assert!(!o.status.success());
+        assert!(stderr(&o).contains("CPU only"), "{}", stderr(&o));
+    }
+}

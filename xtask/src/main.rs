@@ -6,6 +6,7 @@
 //! - `cargo xtask libtorch` — provision libtorch and print the environment the tch build uses.
 
 mod download;
+mod equivalence;
 mod torch;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ enum Cmd {
     },
     /// Regenerate fixtures/golden with PyTorch (torch==2.13.0 in the cache venv).
     Golden,
+    /// Every golden fixture and randomized traces through every adapter: a table of errors.
+    Equivalence,
     /// Fetch and verify CIFAR-10/100 into the data directory.
     Download {
         /// Which dataset.
@@ -63,6 +66,10 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Cmd::Test { no_tch } => test(&root, no_tch),
         Cmd::Golden => golden(&root),
+        Cmd::Equivalence => {
+            let lcam = build_lcam(&root, &torch::ensure()?.cargo_env())?;
+            equivalence::run(&root, &lcam)
+        }
         Cmd::Download {
             dataset,
             from,
@@ -155,8 +162,25 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
     // Insta must compare, never write, snapshots here.
     tests.env("INSTA_UPDATE", "no");
     sh(root, &mut tests)?;
+    if !no_tch {
+        let lcam = build_lcam(root, &env)?;
+        equivalence::run(root, &lcam)?;
+    }
     eprintln!("xtask: all checks passed");
     Ok(())
+}
+
+/// Builds `lcam` with every backend and returns its path.
+fn build_lcam(root: &Path, env: &[(String, std::ffi::OsString)]) -> Result<PathBuf> {
+    let mut c = cargo();
+    c.args(["build", "-p", "lcam-cli", "--features", "tch,burn"]);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    sh(root, &mut c)?;
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    Ok(target.join("debug").join("lcam"))
 }
 
 fn golden(root: &Path) -> Result<()> {

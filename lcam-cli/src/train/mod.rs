@@ -1,6 +1,8 @@
 //! `lcam train`: schedules, model specs, the backend-independent training loop, and the
-//! backends (behind the `tch` feature for libtorch).
+//! backends (behind the `tch` feature for libtorch and the `burn` feature for Burn's flex).
 
+#[cfg(feature = "burn")]
+pub mod burn_backend;
 pub mod model;
 pub mod run;
 pub mod schedule;
@@ -13,55 +15,63 @@ use run::{BackendKind, TrainArgs};
 
 /// Runs `lcam train`.
 pub fn command(args: &TrainArgs) -> Result<()> {
+    #[allow(unused_mut)]
     let mut prepared = run::prepare(args)?;
     match args.backend {
+        #[cfg(feature = "tch")]
         BackendKind::Tch => {
-            #[cfg(feature = "tch")]
-            {
-                let mut trainer = tch_backend::TchTrainer::new(&prepared.config, args.threads)?;
-                prepared.config.parameters = trainer.param_count();
-                prepared.config.backend_version = tch_backend::version();
-                let expected = prepared
-                    .config
-                    .model
-                    .param_count(prepared.config.dataset.classes());
-                if prepared.config.parameters != expected {
-                    bail!(
-                        "internal: tch model has {} parameters, spec says {expected}",
-                        prepared.config.parameters
-                    );
-                }
-                eprintln!(
-                    "{} on {} ({} parameters), {} train / {} test images, tch on {}",
-                    prepared.config.model,
-                    args.dataset.dir_name(),
-                    prepared.config.parameters,
-                    prepared.train.len(),
-                    prepared.test.len(),
-                    args.device
-                );
-                run::train(
-                    &prepared.config,
-                    prepared.train,
-                    prepared.test,
-                    &mut trainer,
-                    &args.out,
-                    args.resume,
-                    args.force,
-                )?;
-                Ok(())
-            }
-            #[cfg(not(feature = "tch"))]
-            {
-                let _ = &mut prepared;
-                bail!(
-                    "this `lcam` was built without the tch backend: rebuild with `--features tch` (cargo xtask does)"
-                )
-            }
+            let mut trainer = tch_backend::TchTrainer::new(&prepared.config, args.threads)?;
+            prepared.config.parameters = trainer.param_count();
+            prepared.config.backend_version = tch_backend::version();
+            start(&prepared, args, &mut trainer)
         }
+        #[cfg(feature = "burn")]
         BackendKind::Burn => {
-            let _ = &mut prepared;
-            bail!("the burn backend of `lcam train` is not built yet")
+            let mut trainer = burn_backend::BurnTrainer::new(&prepared.config, args.threads)?;
+            prepared.config.parameters = trainer.param_count();
+            prepared.config.backend_version = burn_backend::version();
+            start(&prepared, args, &mut trainer)
+        }
+        #[allow(unreachable_patterns)]
+        other => {
+            let name = format!("{other:?}").to_lowercase();
+            bail!(
+                "this `lcam` was built without the {name} backend: rebuild with `--features {name}` (cargo xtask does)"
+            )
         }
     }
+}
+
+/// Checks the model's size against the spec and runs the loop.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn start(prepared: &run::Prepared, args: &TrainArgs, trainer: &mut dyn run::Trainer) -> Result<()> {
+    let c = &prepared.config;
+    let expected = c.model.param_count(c.dataset.classes());
+    if c.parameters != expected {
+        bail!(
+            "internal: the {:?} model has {} parameters, the spec {expected}",
+            c.backend,
+            c.parameters
+        );
+    }
+    eprintln!(
+        "{} on {} ({} parameters), {} train / {} test images, {:?} on {}",
+        c.model,
+        c.dataset.dir_name(),
+        c.parameters,
+        prepared.train.len(),
+        prepared.test.len(),
+        c.backend,
+        c.device
+    );
+    run::train(
+        c,
+        prepared.train.clone(),
+        prepared.test.clone(),
+        trainer,
+        &args.out,
+        args.resume,
+        args.force,
+    )?;
+    Ok(())
 }

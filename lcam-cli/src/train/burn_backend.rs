@@ -1,0 +1,652 @@
+//! The Burn backend of `lcam train`: WRN-d-k with burn-nn's layers on Burn's pure-Rust CPU
+//! backend (flex, with autodiff) and lcam-burn's optimizer. It mirrors `tch_backend`: the same
+//! architecture, initialisation (SPEC §3) and [`Trainer`] behaviour.
+//!
+//! Differences from the tch twin that are Burn's, not ours:
+//! - Burn's `BatchNorm` updates `running_var` with the biased (population) batch variance where
+//!   PyTorch uses the unbiased one (a factor `m/(m−1)`, `m` = batch × height × width ≥ 1024 for
+//!   batch 16 on CIFAR); training itself (batch statistics) is unaffected.
+//! - Parameter ids are assigned deterministically (1, 2, … in module order) instead of Burn's
+//!   random ids, so that a checkpoint's `model.bpk` is byte-identical for identical parameters.
+//! - Dropout draws from the device's generator, which a checkpoint does not record: with
+//!   `--dropout > 0` a resumed run is not bit-identical to an uninterrupted one (as with tch).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
+};
+use burn::optim::GradientsParams;
+use burn::tensor::activation::{log_softmax, relu};
+use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use lcam_burn::LcamOptimizer;
+use lcam_core::EpochStats;
+
+use super::model::ModelSpec;
+use super::run::{RunConfig, Trainer};
+use crate::data::loader::Batch;
+
+/// The model record's file name inside a checkpoint directory (burnpack).
+pub const MODEL_FILE: &str = "model.bpk";
+/// The optimizer record's file name inside a checkpoint directory (lcam-burn's burnpack record).
+pub const OPTIMIZER_FILE: &str = "optimizer.bpk";
+
+/// Parses `--device`: only `cpu` (Burn's flex backend) is supported.
+pub fn device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::flex()),
+        _ => bail!(
+            "--device {s}: the burn backend runs on the CPU only (flex); use --device cpu, or --backend tch for CUDA"
+        ),
+    }
+}
+
+/// Hands out parameter ids 1, 2, … in construction order.
+#[derive(Debug, Default)]
+struct Ids(u64);
+
+impl Ids {
+    fn next(&mut self) -> ParamId {
+        self.0 += 1;
+        ParamId::from(self.0)
+    }
+}
+
+fn conv(ids: &mut Ids, dev: &Device, cin: usize, cout: usize, k: usize, stride: usize) -> Conv2d {
+    let mut c = Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
+        .with_bias(false)
+        // SPEC §3: Kaiming-normal, fan_out (= cout·k·k), ReLU gain √2: std = √(2 / fan_out).
+        .with_initializer(Initializer::KaimingNormal {
+            gain: std::f64::consts::SQRT_2,
+            fan_out_only: true,
+        })
+        .init(dev);
+    c.weight.id = ids.next();
+    c
+}
+
+fn bn(ids: &mut Ids, dev: &Device, c: usize) -> BatchNorm {
+    // Weight 1, bias 0, eps 1e-5, momentum 0.1: PyTorch's (and Burn's) defaults.
+    let mut b = BatchNormConfig::new(c)
+        .with_epsilon(1e-5)
+        .with_momentum(0.1)
+        .init(dev);
+    b.gamma.id = ids.next();
+    b.beta.id = ids.next();
+    b.running_mean = RunningState::with_id(ids.next(), b.running_mean.value());
+    b.running_var = RunningState::with_id(ids.next(), b.running_var.value());
+    b
+}
+
+/// A pre-activation basic block.
+#[derive(Module, Debug)]
+struct Block {
+    bn1: BatchNorm,
+    conv1: Conv2d,
+    bn2: BatchNorm,
+    dropout: Option<Dropout>,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl Block {
+    fn new(
+        ids: &mut Ids,
+        dev: &Device,
+        cin: usize,
+        cout: usize,
+        stride: usize,
+        dropout: f64,
+    ) -> Self {
+        Self {
+            bn1: bn(ids, dev, cin),
+            conv1: conv(ids, dev, cin, cout, 3, stride),
+            bn2: bn(ids, dev, cout),
+            dropout: (dropout > 0.0).then(|| DropoutConfig::new(dropout).init()),
+            conv2: conv(ids, dev, cout, cout, 3, 1),
+            shortcut: (cin != cout).then(|| conv(ids, dev, cin, cout, 1, stride)),
+        }
+    }
+
+    /// Training or evaluation is Burn's choice: batch statistics and dropout on an autodiff
+    /// device, running statistics and no dropout on a `valid()` copy.
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let o = relu(self.bn1.forward(x.clone()));
+        // Pre-activation: a projection shortcut sees the activated input, identity the raw one.
+        let short = match &self.shortcut {
+            Some(c) => c.forward(o.clone()),
+            None => x,
+        };
+        let mut y = relu(self.bn2.forward(self.conv1.forward(o)));
+        if let Some(d) = &self.dropout {
+            y = d.forward(y);
+        }
+        self.conv2.forward(y) + short
+    }
+}
+
+/// WRN-d-k for Burn (SPEC §3).
+#[derive(Module, Debug)]
+pub struct Wrn {
+    conv: Conv2d,
+    blocks: Vec<Block>,
+    bn: BatchNorm,
+    fc: Linear,
+}
+
+impl Wrn {
+    /// Builds the network on `dev`, drawing its initial weights from the device's generator (in
+    /// module order).
+    pub fn new(dev: &Device, spec: ModelSpec, classes: usize, dropout: f64) -> Self {
+        let mut ids = Ids::default();
+        let w = spec.widths();
+        let stem = conv(&mut ids, dev, 3, 16, 3, 1);
+        let mut blocks = Vec::new();
+        for g in 0..3 {
+            for b in 0..spec.blocks_per_group() {
+                let cin = if b == 0 { w[g] } else { w[g + 1] };
+                let stride = if b == 0 && g > 0 { 2 } else { 1 };
+                blocks.push(Block::new(&mut ids, dev, cin, w[g + 1], stride, dropout));
+            }
+        }
+        let head = bn(&mut ids, dev, w[3]);
+        let bound = 1.0 / (w[3] as f64).sqrt();
+        // PyTorch's default Linear weight init, U(−1/√fan_in, 1/√fan_in); bias 0 (SPEC §3).
+        let mut fc = LinearConfig::new(w[3], classes)
+            .with_initializer(Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            })
+            .init(dev);
+        fc.weight.id = ids.next();
+        let mut bias = Initializer::Zeros.init([classes], dev);
+        bias.id = ids.next();
+        fc.bias = Some(bias);
+        let net = Self {
+            conv: stem,
+            blocks,
+            bn: head,
+            fc,
+        };
+        // Burn initialises parameters lazily; draw them now, in module order, so that the
+        // initial weights depend on the seed only.
+        net.visit(&mut Materialize);
+        net
+    }
+
+    /// Logits `[n, classes]` of images `[n, 3, 32, 32]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut h = self.conv.forward(x);
+        for b in &self.blocks {
+            h = b.forward(h);
+        }
+        let h = relu(self.bn.forward(h));
+        let h = adaptive_avg_pool2d(h, [1, 1]).flatten::<2>(1, 3);
+        self.fc.forward(h)
+    }
+}
+
+/// Initialises every (lazy) float parameter.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+/// Counts the elements of the parameters that require gradients (running statistics are
+/// visited as float tensors too, but do not).
+#[derive(Default)]
+struct Trainable(usize);
+
+impl ModuleVisitor for Trainable {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let v = param.val();
+        if v.is_require_grad() {
+            self.0 += v.shape().num_elements();
+        }
+    }
+}
+
+/// Per-sample cross-entropy of `logits` against class indices `y`.
+fn cross_entropy(logits: Tensor<2>, y: Tensor<1, Int>) -> Tensor<1> {
+    let [n, _] = logits.dims();
+    log_softmax(logits, 1)
+        .gather(1, y.reshape([n, 1]))
+        .reshape([n])
+        .neg()
+}
+
+fn correct(logits: Tensor<2>, y: Tensor<1, Int>) -> Result<usize> {
+    let [n, _] = logits.dims();
+    let c = logits
+        .argmax(1)
+        .reshape([n])
+        .equal(y)
+        .int()
+        .sum()
+        .try_into_scalar::<i64>()
+        .map_err(|e| anyhow!("reading the correct count: {e:?}"))?;
+    Ok(c as usize)
+}
+
+fn scalar(t: Tensor<1>, what: &str) -> Result<f64> {
+    t.try_into_scalar::<f64>()
+        .map_err(|e| anyhow!("reading the {what}: {e:?}"))
+}
+
+/// Model, optimizer and device of a Burn run.
+pub struct BurnTrainer {
+    device: Device,
+    /// `None` only while a step holds it.
+    model: Option<Wrn>,
+    /// The evaluation copy (`valid()`: running statistics, no autodiff), made on first use after
+    /// each change of the model.
+    eval_model: Option<Wrn>,
+    opt: LcamOptimizer,
+}
+
+impl std::fmt::Debug for BurnTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BurnTrainer")
+            .field("device", &self.device)
+            .field("opt", &self.opt)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BurnTrainer {
+    /// A freshly initialised model (seeded with `cfg.seed`) and optimizer for `cfg`.
+    ///
+    /// `threads` is ignored: the flex backend, as built here (without its `rayon` feature), runs
+    /// single-threaded and has no thread setting.
+    pub fn new(cfg: &RunConfig, threads: Option<usize>) -> Result<Self> {
+        let _ = threads;
+        let device = device(&cfg.device)?.autodiff();
+        device.seed(cfg.seed);
+        let model = Wrn::new(&device, cfg.model, cfg.dataset.classes(), cfg.dropout);
+        let opt = LcamOptimizer::new(cfg.lcam).context("optimizer settings")?;
+        Ok(Self {
+            device,
+            model: Some(model),
+            eval_model: None,
+            opt,
+        })
+    }
+
+    fn model(&self) -> Result<&Wrn> {
+        self.model
+            .as_ref()
+            .context("internal: the model was lost in a failed step")
+    }
+
+    /// Trainable parameters.
+    pub fn param_count(&self) -> usize {
+        let mut count = Trainable::default();
+        if let Some(m) = &self.model {
+            m.visit(&mut count);
+        }
+        count.0
+    }
+
+    fn inputs(batch: &Batch, dev: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+        let n = batch.len();
+        let x = Tensor::from_data(TensorData::new(batch.images.clone(), [n, 3, 32, 32]), dev);
+        let y = Tensor::from_data(TensorData::new(batch.labels.clone(), [n]), dev);
+        (x, y)
+    }
+}
+
+impl Trainer for BurnTrainer {
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
+        let (x, y) = Self::inputs(batch, &self.device);
+        self.eval_model = None;
+        let model = self
+            .model
+            .take()
+            .context("internal: the model was lost in a failed step")?;
+        let logits = model.forward(x);
+        let c = correct(logits.clone().detach(), y.clone())?;
+        let loss = cross_entropy(logits, y).mean();
+        let value = scalar(loss.clone().detach(), "loss")?;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        match self.opt.step(lr, model, grads, value) {
+            Ok(m) => self.model = Some(m),
+            Err(e) => {
+                self.model = Some(e.module);
+                return Err(e.error).context("LCAM step");
+            }
+        }
+        Ok((value, c))
+    }
+
+    fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)> {
+        if self.eval_model.is_none() {
+            self.eval_model = Some(self.model()?.valid());
+        }
+        let model = self
+            .eval_model
+            .as_ref()
+            .context("internal: no eval model")?;
+        let (x, y) = Self::inputs(batch, &self.device.clone().without_autodiff());
+        let logits = model.forward(x);
+        let loss = scalar(cross_entropy(logits.clone(), y.clone()).sum(), "test loss")?;
+        Ok((loss, correct(logits, y)?))
+    }
+
+    fn start_epoch(&mut self) {
+        self.opt.start_epoch();
+    }
+
+    fn epoch_stats(&self) -> EpochStats {
+        self.opt.epoch_stats()
+    }
+
+    fn save(&self, dir: &Path) -> Result<()> {
+        // `valid()` first: it folds the latest batch-norm running statistics into the record.
+        self.model()?
+            .valid()
+            .save_file(dir.join(MODEL_FILE))
+            .map_err(|e| anyhow!("saving the model: {e}"))?;
+        self.opt
+            .save(dir.join(OPTIMIZER_FILE))
+            .context("saving the optimizer")?;
+        Ok(())
+    }
+
+    fn load(&mut self, dir: &Path) -> Result<()> {
+        let path = dir.join(MODEL_FILE);
+        let model = self
+            .model()?
+            .clone()
+            .try_load_file(&path)
+            .map_err(|e| anyhow!("loading the model {}: {e}", path.display()))?;
+        let opt = LcamOptimizer::load(dir.join(OPTIMIZER_FILE), &model)
+            .context("loading the optimizer")?;
+        self.model = Some(model);
+        self.eval_model = None;
+        self.opt = opt;
+        Ok(())
+    }
+}
+
+/// Burn's version and backend, for `config.json`.
+pub fn version() -> String {
+    "burn 0.22.1 (flex)".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::cifar::CifarKind;
+    use crate::data::loader::Normalize;
+    use crate::train::run::{BackendKind, OptimizerKind};
+    use crate::train::schedule::Schedule;
+    use lcam_core::LcamConfig;
+
+    fn config(model: &str, dataset: CifarKind) -> RunConfig {
+        RunConfig {
+            backend: BackendKind::Burn,
+            device: "cpu".into(),
+            dataset,
+            model: model.parse().expect("model"),
+            dropout: 0.0,
+            epochs: 1,
+            batch_size: 4,
+            optimizer: OptimizerKind::Lcam,
+            lcam: LcamConfig::new(0.1, 5e-4, 0.9, 0.95).expect("lcam"),
+            schedule: Schedule::Constant,
+            normalize: Normalize::IMAGENET,
+            train_images: 4,
+            test_images: 4,
+            seed: 3,
+            parameters: 0,
+            lcam_version: String::new(),
+            backend_version: String::new(),
+        }
+    }
+
+    fn batch(n: usize, salt: usize) -> Batch {
+        Batch {
+            images: (0..n * 3 * 32 * 32)
+                .map(|i| (((i * 7919 + salt * 104_729) % 1000) as f32 / 500.0) - 1.0)
+                .collect(),
+            labels: (0..n).map(|i| ((i + salt) % 10) as i64).collect(),
+            index: salt,
+        }
+    }
+
+    fn values(t: &BurnTrainer) -> Vec<Vec<f32>> {
+        struct All(Vec<Vec<f32>>);
+        impl ModuleVisitor for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let v = param.val().into_data().try_to_vec::<f32>().expect("f32");
+                self.0.push(v);
+            }
+        }
+        // Through `valid()`, which folds in the latest running statistics.
+        let mut all = All(vec![]);
+        t.model().expect("model").valid().visit(&mut all);
+        all.0
+    }
+
+    #[test]
+    fn parameter_counts_match_the_spec() {
+        for (model, kind) in [
+            ("wrn-10-1", CifarKind::Cifar10),
+            ("wrn-16-1", CifarKind::Cifar10),
+            ("wrn-16-2", CifarKind::Cifar100),
+        ] {
+            let cfg = config(model, kind);
+            let t = BurnTrainer::new(&cfg, None).expect("trainer");
+            assert_eq!(
+                t.param_count(),
+                cfg.model.param_count(kind.classes()),
+                "{model}"
+            );
+        }
+        assert_eq!(
+            BurnTrainer::new(&config("wrn-10-1", CifarKind::Cifar10), None)
+                .expect("trainer")
+                .param_count(),
+            77_850
+        );
+        let big = BurnTrainer::new(&config("wrn-28-10", CifarKind::Cifar10), None).expect("big");
+        assert_eq!(big.param_count(), 36_479_194);
+    }
+
+    #[test]
+    fn dropout_is_applied_in_training_only() {
+        let cfg = RunConfig {
+            dropout: 0.3,
+            ..config("wrn-10-1", CifarKind::Cifar10)
+        };
+        let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let m = t.model().expect("model");
+        assert!(m.blocks.iter().all(|b| b.dropout.is_some()));
+        assert_eq!(t.param_count(), 77_850);
+        let b = batch(4, 0);
+        let (l, _) = t.train_step(&b, 0.1).expect("step");
+        assert!(l.is_finite());
+        // With lr 0 the weights stay: two training losses differ by the dropout masks only.
+        let (a, _) = t.train_step(&b, 0.0).expect("step");
+        let (c, _) = t.train_step(&b, 0.0).expect("step");
+        assert_ne!(a, c);
+        assert_eq!(t.evaluate(&b).expect("eval"), t.evaluate(&b).expect("eval"));
+    }
+
+    #[test]
+    fn initialisation_follows_the_spec_and_the_seed() {
+        let cfg = config("wrn-16-2", CifarKind::Cifar10);
+        let t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let m = t.model().expect("model");
+        // Block 3 (group 2, width 32k = 64): a 3×3 conv 64→64, std √(2 / (64·9)).
+        let w = m.blocks[3]
+            .conv2
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("w");
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+        let std = (w
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
+        let want = (2.0_f64 / (64.0 * 9.0)).sqrt();
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((std / want - 1.0).abs() < 0.05, "std {std}, want {want}");
+        let g = m.blocks[0]
+            .bn1
+            .gamma
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("g");
+        let b = m.blocks[0]
+            .bn1
+            .beta
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("b");
+        assert!(g.iter().all(|&x| x == 1.0) && b.iter().all(|&x| x == 0.0));
+        assert_eq!((m.bn.epsilon, m.bn.momentum), (1e-5, 0.1));
+        let bound = 1.0 / (128f32).sqrt();
+        let fw =
+            m.fc.weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("fw");
+        assert!(fw.iter().all(|&x| x.abs() <= bound) && fw.iter().any(|&x| x.abs() > bound / 2.0));
+        let fb = m.fc.bias.as_ref().expect("bias").val().into_data();
+        assert!(
+            fb.try_to_vec::<f32>()
+                .expect("fb")
+                .iter()
+                .all(|&x| x == 0.0)
+        );
+        assert!(m.conv.bias.is_none() && m.blocks.iter().all(|b| b.conv1.bias.is_none()));
+        assert!(m.blocks[2].shortcut.is_some() && m.blocks[3].shortcut.is_none());
+        assert!(m.blocks.iter().all(|b| b.dropout.is_none()));
+
+        // The same seed, the same weights; another seed, others.
+        let again = BurnTrainer::new(&cfg, None).expect("trainer");
+        assert!(values(&t) == values(&again));
+        let other = BurnTrainer::new(
+            &RunConfig {
+                seed: 4,
+                ..cfg.clone()
+            },
+            None,
+        )
+        .expect("trainer");
+        assert!(values(&t) != values(&other));
+    }
+
+    #[test]
+    fn only_the_cpu_is_accepted() {
+        let cfg = RunConfig {
+            device: "cuda".into(),
+            ..config("wrn-10-1", CifarKind::Cifar10)
+        };
+        let e = BurnTrainer::new(&cfg, None).expect_err("cuda accepted");
+        assert!(e.to_string().contains("CPU only"), "{e}");
+    }
+
+    #[test]
+    fn a_step_learns_evaluation_uses_running_statistics_and_save_load_resumes_exactly() {
+        let cfg = config("wrn-10-1", CifarKind::Cifar10);
+        let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let before = values(&t);
+        t.start_epoch();
+        let b0 = batch(4, 0);
+        let (l0, c0) = t.train_step(&b0, 0.1).expect("step");
+        assert!(l0.is_finite() && l0 > 0.0 && c0 <= 4);
+        assert_eq!(t.epoch_stats().steps, 1);
+        assert!(values(&t) != before, "the step changed nothing");
+        // Evaluation is deterministic, sums over the batch, and leaves the model alone.
+        let after = values(&t);
+        let (s1, _) = t.evaluate(&b0).expect("eval");
+        let (s2, _) = t.evaluate(&b0).expect("eval");
+        assert_eq!(s1, s2);
+        assert!(values(&t) == after);
+        // Running statistics (eval) differ from batch statistics (train) after one update.
+        let (l_train, _) = t.train_step(&b0, 0.0).expect("zero-lr step");
+        assert!(
+            (s1 / 4.0 - l_train).abs() > 1e-6,
+            "eval {s1} vs train {l_train}"
+        );
+
+        let dir = tempfile::tempdir().expect("dir");
+        t.save(dir.path()).expect("save");
+        let mut u = BurnTrainer::new(
+            &RunConfig {
+                seed: 99,
+                ..cfg.clone()
+            },
+            None,
+        )
+        .expect("trainer");
+        u.load(dir.path()).expect("load");
+        assert!(values(&u) == values(&t));
+        for (i, lr) in [(1, 0.1), (2, 0.05)] {
+            let b = batch(4, i);
+            let a = t.train_step(&b, lr).expect("step");
+            let c = u.train_step(&b, lr).expect("step");
+            assert_eq!(a.0.to_bits(), c.0.to_bits());
+            assert_eq!(a.1, c.1);
+        }
+        assert!(values(&u) == values(&t));
+        assert_eq!(t.epoch_stats(), u.epoch_stats());
+        assert_eq!(
+            t.evaluate(&b0).expect("eval").0.to_bits(),
+            u.evaluate(&b0).expect("eval").0.to_bits()
+        );
+        // A checkpoint of another model is refused, leaving the trainer usable.
+        let mut w = BurnTrainer::new(&config("wrn-16-1", CifarKind::Cifar10), None).expect("w");
+        assert!(w.load(dir.path()).is_err());
+        assert!(w.train_step(&b0, 0.1).is_ok());
+    }
+
+    #[test]
+    fn a_refused_step_keeps_the_model() {
+        // Trainable parameters only: the forward pass has updated the running statistics by the
+        // time the step is refused, as in tch.
+        fn trainable(t: &BurnTrainer) -> Vec<Vec<f32>> {
+            struct All(Vec<Vec<f32>>);
+            impl ModuleVisitor for All {
+                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                    let v = param.val();
+                    if v.is_require_grad() {
+                        self.0.push(v.into_data().try_to_vec::<f32>().expect("f32"));
+                    }
+                }
+            }
+            let mut all = All(vec![]);
+            t.model().expect("model").visit(&mut all);
+            all.0
+        }
+        let cfg = config("wrn-10-1", CifarKind::Cifar10);
+        let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let before = trainable(&t);
+        let e = t
+            .train_step(&batch(2, 0), f64::NAN)
+            .expect_err("NaN lr accepted");
+        assert!(format!("{e:#}").contains("LCAM step"), "{e:#}");
+        assert!(trainable(&t) == before);
+        assert!(t.train_step(&batch(2, 0), 0.1).is_ok());
+    }
+}

@@ -1,0 +1,162 @@
+//! `cargo xtask equivalence`: every golden fixture (PyTorch) and a set of randomized traces
+//! (expected = lcam-core's replay) through every adapter `lcam replay` has, as a table of
+//! maximum relative errors. Exit ≠ 0 on any failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use lcam_core::{DType, LcamConfig, NamedTensor, Trace, TraceStep, load_fixtures};
+
+/// Adapters and why one cannot run here.
+const ADAPTERS: [(&str, Option<&str>); 4] = [
+    ("core", None),
+    ("tch", None),
+    ("burn", None),
+    ("cuda", Some("no lcam-cuda adapter in this build / no GPU")),
+];
+
+/// A deterministic xorshift stream, enough for test data.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// A random trace: random config, shapes, gradients (some absent), losses and epochs.
+fn random_trace(seed: u64) -> Result<Trace> {
+    let mut r = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+    let nesterov = r.next() < 0.3;
+    let config = LcamConfig {
+        lr: 0.01 + 0.2 * r.next(),
+        weight_decay: if r.next() < 0.5 { 0.0 } else { 1e-3 * r.next() },
+        momentum_below: 0.05 + 0.9 * r.next(),
+        momentum_above: 0.05 + 0.9 * r.next(),
+        initial_momentum: 0.9,
+        dampening: if nesterov { 0.0 } else { 0.3 * r.next() },
+        nesterov,
+    }
+    .validate()?;
+    let dtype = if seed.is_multiple_of(2) {
+        DType::F32
+    } else {
+        DType::F64
+    };
+    let round = |x: f64| {
+        if dtype == DType::F32 {
+            f64::from(x as f32)
+        } else {
+            x
+        }
+    };
+    let shapes: Vec<Vec<usize>> = (0..1 + seed as usize % 3)
+        .map(|i| vec![1 + i, 2 + (seed as usize + i) % 4])
+        .collect();
+    let params = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| NamedTensor {
+            name: format!("p{i}"),
+            shape: s.clone(),
+            data: (0..s.iter().product::<usize>())
+                .map(|_| round(2.0 * r.next() - 1.0))
+                .collect(),
+        })
+        .collect();
+    let steps = (0..30)
+        .map(|k| TraceStep {
+            epoch: k / 7,
+            lr: k.is_multiple_of(5).then(|| 0.05 * r.next()),
+            loss: 1.0 + r.next(),
+            grads: shapes
+                .iter()
+                .map(|s| {
+                    (r.next() > 0.1).then(|| {
+                        (0..s.iter().product::<usize>())
+                            .map(|_| round(2.0 * r.next() - 1.0))
+                            .collect()
+                    })
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(Trace::new(dtype, config, params, steps)?)
+}
+
+/// Runs the table; `lcam` is the path of a binary built with every available adapter.
+pub fn run(root: &Path, lcam: &Path) -> Result<()> {
+    let golden = root.join("fixtures/golden");
+    let tmp = tempfile::tempdir()?;
+    let mut cases: Vec<(String, PathBuf, PathBuf)> = load_fixtures(&golden)?
+        .into_iter()
+        .map(|f| {
+            let t = golden.join(format!("{}.trace.json", f.name));
+            let e = golden.join(format!("{}.expected.json", f.name));
+            (f.name, t, e)
+        })
+        .collect();
+    for seed in 1..=6u64 {
+        let trace = random_trace(seed)?;
+        let expected = trace.replay()?;
+        let t = tmp.path().join(format!("random{seed}.trace.json"));
+        let e = tmp.path().join(format!("random{seed}.expected.json"));
+        std::fs::write(&t, trace.to_json())?;
+        std::fs::write(&e, expected.to_json_pretty())?;
+        cases.push((format!("random{seed}_{}", trace.dtype.as_str()), t, e));
+    }
+    print!("{:30}", "fixture");
+    for (a, _) in ADAPTERS {
+        print!(" {a:>14}");
+    }
+    println!();
+    let mut failures = vec![];
+    for (name, trace, expected) in &cases {
+        print!("{name:30}");
+        for (adapter, skip) in ADAPTERS {
+            if skip.is_some() {
+                print!(" {:>14}", "skipped");
+                continue;
+            }
+            let out = Command::new(lcam)
+                .args(["replay", "--adapter", adapter, "--trace"])
+                .arg(trace)
+                .arg("--expect")
+                .arg(expected)
+                .output()
+                .with_context(|| format!("cannot run {}", lcam.display()))?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            let rel = err
+                .split("max relative error ")
+                .nth(1)
+                .and_then(|s| s.split([',', ' ', ')']).next())
+                .unwrap_or("?")
+                .to_string();
+            if out.status.success() {
+                print!(" {:>14}", format!("ok {rel}"));
+            } else {
+                print!(" {:>14}", format!("FAIL {rel}"));
+                failures.push(format!("{adapter} × {name}: {}", err.trim()));
+            }
+        }
+        println!();
+    }
+    for (a, skip) in ADAPTERS {
+        if let Some(why) = skip {
+            println!("{a}: skipped ({why})");
+        }
+    }
+    if !failures.is_empty() {
+        bail!("{} failure(s):\n{}", failures.len(), failures.join("\n"));
+    }
+    println!(
+        "{} cases × {} adapters: all pass",
+        cases.len(),
+        ADAPTERS.iter().filter(|a| a.1.is_none()).count()
+    );
+    Ok(())
+}
