@@ -163,8 +163,8 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
     tests.env("INSTA_UPDATE", "no");
     sh(root, &mut tests)?;
     if !no_tch {
-        let lcam = build_lcam(root, &env)?;
-        equivalence::run(root, &lcam)?;
+        // `cargo test` just built `lcam` with every backend (its integration tests run it).
+        equivalence::run(root, &lcam_path(root))?;
     }
     eprintln!("xtask: all checks passed");
     Ok(())
@@ -173,14 +173,25 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
 /// Builds `lcam` with every backend and returns its path.
 fn build_lcam(root: &Path, env: &[(String, std::ffi::OsString)]) -> Result<PathBuf> {
     let mut c = cargo();
-    c.args(["build", "-p", "lcam-cli", "--features", "tch,burn"]);
+    // The same packages and features as `cargo xtask test`, so the builds share artifacts.
+    c.args([
+        "build",
+        "--workspace",
+        "--features",
+        "lcam-cli/tch,lcam-cli/burn",
+    ]);
     for (k, v) in env {
         c.env(k, v);
     }
     sh(root, &mut c)?;
+    Ok(lcam_path(root))
+}
+
+/// Where cargo puts the dev-profile `lcam` binary.
+fn lcam_path(root: &Path) -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    Ok(target.join("debug").join("lcam"))
+    target.join("debug").join("lcam")
 }
 
 fn golden(root: &Path) -> Result<()> {
