@@ -12,6 +12,7 @@
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -169,7 +170,14 @@ pub fn fetch(url: &str, dest: &Path, md5: Option<&str>) -> Result<()> {
         fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     let have = fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
-    let mut req = ureq::get(url);
+    // A stalled server must not hang the download: give up after 30 s without progress (the
+    // partial file is kept, and the next run resumes it).
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_per_read(Some(Duration::from_secs(30)))
+        .build()
+        .into();
+    let mut req = agent.get(url);
     if have > 0 {
         req = req.header("Range", &format!("bytes={have}-"));
     }

@@ -55,13 +55,13 @@ fn start(prepared: &run::Prepared, args: &TrainArgs, trainer: &mut dyn run::Trai
         );
     }
     eprintln!(
-        "{} on {} ({} parameters), {} train / {} test images, {:?} on {}",
+        "{} on {} ({} parameters), {} train / {} test images, {} on {}",
         c.model,
         c.dataset.dir_name(),
         c.parameters,
         prepared.train.len(),
         prepared.test.len(),
-        c.backend,
+        format!("{:?}", c.backend).to_lowercase(),
         c.device
     );
     run::train(
