@@ -60,22 +60,20 @@ pub fn replay_on(trace: &Trace, device: &Device) -> Result<Trajectory> {
     let mut optim = LcamOptimizer::new(trace.config)?;
     let mut momenta = Vec::with_capacity(trace.steps.len());
     let mut phases = Vec::with_capacity(trace.steps.len());
-    let mut prev_epoch = None;
-    for (s, step) in trace.steps.iter().enumerate() {
-        if prev_epoch.is_some_and(|e| e != step.epoch) {
+    for step in trace.resolved_steps() {
+        let s = step.index;
+        if step.starts_epoch {
             optim.start_epoch();
         }
-        prev_epoch = Some(step.epoch);
         let mut grads = GradientsParams::new();
-        for (id, g) in ids.iter().zip(&step.grads) {
+        for (id, g) in ids.iter().zip(step.grads) {
             if let Some(g) = g {
                 grads.register(*id, tensor(g));
             }
         }
         momenta.push(optim.momentum());
-        let lr = step.lr.unwrap_or(trace.config.lr);
         module = optim
-            .step(lr, module, grads, step.loss)
+            .step(step.lr, module, grads, step.loss)
             .map_err(|e| match e.error {
                 LcamBurnError::Core(LcamError::NonFiniteLoss { .. }) => {
                     replay_err(format!("steps[{s}].loss"), e.error.to_string())

@@ -117,6 +117,21 @@ pub struct TraceStep {
     pub grads: Vec<Option<Vec<f64>>>,
 }
 
+/// A step of a trace with the format's rules applied (see [`Trace::resolved_steps`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ResolvedStep<'a> {
+    /// 0-based index in `steps`.
+    pub index: usize,
+    /// This step's epoch differs from the previous step's: start a new epoch before it.
+    pub starts_epoch: bool,
+    /// The step's learning rate (`config.lr` when the trace gives none).
+    pub lr: f64,
+    /// The batch loss observed after the step.
+    pub loss: f64,
+    /// One entry per parameter: its gradient (row-major) or `None`.
+    pub grads: &'a [Option<Vec<f64>>],
+}
+
 /// A validated `lcam-trace/1` document. Build it with [`Trace::from_json`] or [`Trace::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -306,6 +321,23 @@ impl Trace {
         Ok(())
     }
 
+    /// The steps as an optimizer must take them: every adapter's replay walks these, so the
+    /// format's rules (epoch boundaries, default lr) live here only.
+    pub fn resolved_steps(&self) -> impl Iterator<Item = ResolvedStep<'_>> {
+        let mut prev_epoch = None;
+        self.steps.iter().enumerate().map(move |(index, step)| {
+            let starts_epoch = prev_epoch.is_some_and(|e| e != step.epoch);
+            prev_epoch = Some(step.epoch);
+            ResolvedStep {
+                index,
+                starts_epoch,
+                lr: step.lr.unwrap_or(self.config.lr),
+                loss: step.loss,
+                grads: &step.grads,
+            }
+        })
+    }
+
     /// Replays the trace with the reference ndarray optimizer, in the trace's dtype.
     pub fn replay(&self) -> Result<Trajectory> {
         match self.dtype {
@@ -323,13 +355,11 @@ impl Trace {
         let mut opt = Lcam::new(self.config, &params)?;
         let mut momenta = Vec::with_capacity(self.steps.len());
         let mut phases = Vec::with_capacity(self.steps.len());
-        let mut prev_epoch = None;
-        for step in &self.steps {
-            if prev_epoch.is_some_and(|e| e != step.epoch) {
+        for step in self.resolved_steps() {
+            if step.starts_epoch {
                 opt.start_epoch();
             }
-            prev_epoch = Some(step.epoch);
-            opt.set_lr(step.lr.unwrap_or(self.config.lr))?;
+            opt.set_lr(step.lr)?;
             let grads = step
                 .grads
                 .iter()

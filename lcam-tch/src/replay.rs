@@ -72,13 +72,11 @@ pub fn replay(trace: &Trace, device: Device) -> Result<Trajectory, Error> {
     );
     let mut momenta = Vec::with_capacity(trace.steps.len());
     let mut phases = Vec::with_capacity(trace.steps.len());
-    let mut prev_epoch = None;
-    for step in &trace.steps {
-        if prev_epoch.is_some_and(|e| e != step.epoch) {
+    for step in trace.resolved_steps() {
+        if step.starts_epoch {
             opt.start_epoch();
         }
-        prev_epoch = Some(step.epoch);
-        opt.set_lr(step.lr.unwrap_or(trace.config.lr))?;
+        opt.set_lr(step.lr)?;
         let grads = step
             .grads
             .iter()
