@@ -29,17 +29,12 @@ fn cifar10_records_are_split_into_labels_and_planar_pixels() {
     let d = dir.path().join("cifar-10-batches-bin");
     std::fs::create_dir_all(&d).expect("mkdir");
     // Two records per file, written by hand: label, then R, G, B planes.
-    for (f, name) in [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ]
-    .iter()
-    .enumerate()
-    {
+    let files: Vec<&str> = [Split::Train, Split::Test]
+        .into_iter()
+        .flat_map(|s| CifarKind::Cifar10.files(s))
+        .map(|(name, _)| name)
+        .collect();
+    for (f, name) in files.iter().enumerate() {
         let mut bytes = Vec::new();
         for r in 0..2u8 {
             bytes.push((f as u8 + r) % 10);
@@ -49,17 +44,7 @@ fn cifar10_records_are_split_into_labels_and_planar_pixels() {
         }
         std::fs::write(d.join(name), bytes).expect("write");
     }
-    let marker: String = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-        "test_batch.bin",
-    ]
-    .iter()
-    .map(|n| format!("{n} 2\n"))
-    .collect();
+    let marker: String = files.iter().map(|n| format!("{n} 2\n")).collect();
     std::fs::write(d.join(cifar::SYNTHETIC_MARKER), marker).expect("marker");
     let train = cifar::load(dir.path(), CifarKind::Cifar10, Split::Train).expect("load");
     assert_eq!(train.len(), 10);

@@ -67,127 +67,168 @@ fn bad_arguments_fail_with_one_line_and_touch_nothing() {
     }
 }
 
+/// `lcam train` on `backend` with the small, seeded settings every backend test shares.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn train(backend: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--backend",
+        backend,
+        "--model",
+        "wrn-10-1",
+        "--data-dir",
+        p(data),
+        "--out",
+        p(out),
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+        "--seed",
+        "7",
+        "--schedule",
+        "exp:0.99@2",
+    ];
+    args.extend_from_slice(extra);
+    lcam(&args)
+}
+
+/// The bytes of `file` in the run's latest checkpoint.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn checkpoint_file(dir: &Path, file: &str) -> Vec<u8> {
+    let latest = std::fs::read_to_string(dir.join("LATEST")).expect("LATEST");
+    std::fs::read(dir.join(latest.trim()).join(file)).expect("checkpoint file")
+}
+
+/// A 3-epoch run writes config, metrics and checkpoints; a finished run is not overwritten;
+/// 1 epoch + `--resume` to 3 gives the same `model_file` bytes and metrics; resuming with
+/// another configuration is refused.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn run_and_resume(backend: &str, model_file: &str) {
+    let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
+    let full = tempfile::tempdir().expect("out");
+    let o = train(
+        backend,
+        d.path(),
+        full.path(),
+        &["--epochs", "3", "--force"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let metrics = std::fs::read_to_string(full.path().join("metrics.csv")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 4, "{metrics}");
+    assert!(metrics.starts_with(
+        "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s"
+    ));
+    let cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(full.path().join("config.json")).expect("config"),
+    )
+    .expect("json");
+    assert_eq!(cfg["parameters"], 77_850);
+    assert_eq!(cfg["backend"], backend);
+    assert_eq!(cfg["seed"], 7);
+    assert_eq!(cfg["lcam"]["momentum_below"], 0.9);
+    assert!(
+        cfg["backend_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(&format!("{backend} "))),
+        "{cfg}"
+    );
+
+    // A finished run is not overwritten without --force.
+    let before = std::fs::read(full.path().join("metrics.csv")).expect("read");
+    let o = train(backend, d.path(), full.path(), &["--epochs", "3"]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("finished run"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        std::fs::read(full.path().join("metrics.csv")).expect("read"),
+        before
+    );
+
+    // Stop after 1 epoch, resume to 3: the same parameters, bit for bit.
+    let part = tempfile::tempdir().expect("out");
+    let o = train(
+        backend,
+        d.path(),
+        part.path(),
+        &["--epochs", "1", "--force"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = train(
+        backend,
+        d.path(),
+        part.path(),
+        &["--epochs", "3", "--resume"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
+    assert!(
+        checkpoint_file(part.path(), model_file) == checkpoint_file(full.path(), model_file),
+        "resumed run differs"
+    );
+    let m2 = std::fs::read_to_string(part.path().join("metrics.csv")).expect("metrics");
+    let strip = |s: &str| {
+        s.lines()
+            .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&m2), strip(&metrics), "same metrics but timings");
+
+    // Resume with another configuration is refused.
+    let o = train(
+        backend,
+        d.path(),
+        part.path(),
+        &["--epochs", "4", "--resume", "--lr", "0.05"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("different configuration"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// One CIFAR-100 epoch with plain SGD; returns the data and run directories.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn cifar100_run(backend: &str) -> (tempfile::TempDir, tempfile::TempDir) {
+    let d = data(CifarKind::Cifar100, 40);
+    let out = tempfile::tempdir().expect("out");
+    let o = train(
+        backend,
+        d.path(),
+        out.path(),
+        &[
+            "--dataset",
+            "cifar100",
+            "--epochs",
+            "1",
+            "--force",
+            "--optimizer",
+            "sgd",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
+    assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
+    let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).expect("metrics");
+    assert_eq!(metrics.lines().count(), 2, "{metrics}");
+    (d, out)
+}
+
 #[cfg(feature = "tch")]
 mod tch {
     use super::*;
 
-    fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "train",
-            "--backend",
-            "tch",
-            "--model",
-            "wrn-10-1",
-            "--data-dir",
-            p(data),
-            "--out",
-            p(out),
-            "--batch-size",
-            "16",
-            "--threads",
-            "1",
-            "--seed",
-            "7",
-            "--schedule",
-            "exp:0.99@2",
-        ];
-        args.extend_from_slice(extra);
-        lcam(&args)
-    }
-
-    fn params(dir: &Path) -> Vec<u8> {
-        let latest = std::fs::read_to_string(dir.join("LATEST")).expect("LATEST");
-        std::fs::read(dir.join(latest.trim()).join("model.safetensors")).expect("model")
-    }
-
     #[test]
     fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
-        let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
-        let full = tempfile::tempdir().expect("out");
-        let o = train(d.path(), full.path(), &["--epochs", "3", "--force"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let metrics = std::fs::read_to_string(full.path().join("metrics.csv")).expect("metrics");
-        assert_eq!(metrics.lines().count(), 4, "{metrics}");
-        assert!(metrics.starts_with(
-            "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s"
-        ));
-        let cfg: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(full.path().join("config.json")).expect("config"),
-        )
-        .expect("json");
-        assert_eq!(cfg["parameters"], 77_850);
-        assert_eq!(cfg["seed"], 7);
-        assert_eq!(cfg["lcam"]["momentum_below"], 0.9);
-
-        // A finished run is not overwritten without --force.
-        let before = std::fs::read(full.path().join("metrics.csv")).expect("read");
-        let o = train(d.path(), full.path(), &["--epochs", "3"]);
-        assert!(
-            !o.status.success() && stderr(&o).contains("finished run"),
-            "{}",
-            stderr(&o)
-        );
-        assert_eq!(
-            std::fs::read(full.path().join("metrics.csv")).expect("read"),
-            before
-        );
-
-        // Stop after 1 epoch, resume to 3: the same parameters, bit for bit.
-        let part = tempfile::tempdir().expect("out");
-        assert!(
-            train(d.path(), part.path(), &["--epochs", "1", "--force"])
-                .status
-                .success()
-        );
-        let o = train(d.path(), part.path(), &["--epochs", "3", "--resume"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
-        assert_eq!(
-            params(part.path()),
-            params(full.path()),
-            "resumed run differs"
-        );
-        let m2 = std::fs::read_to_string(part.path().join("metrics.csv")).expect("metrics");
-        let strip = |s: &str| {
-            s.lines()
-                .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(strip(&m2), strip(&metrics), "same metrics but timings");
-
-        // Resume with another configuration is refused.
-        let o = train(
-            d.path(),
-            part.path(),
-            &["--epochs", "4", "--resume", "--lr", "0.05"],
-        );
-        assert!(
-            !o.status.success() && stderr(&o).contains("different configuration"),
-            "{}",
-            stderr(&o)
-        );
+        run_and_resume("tch", "model.safetensors");
     }
 
     #[test]
     fn cifar100_trains() {
-        let d = data(CifarKind::Cifar100, 40);
-        let out = tempfile::tempdir().expect("out");
-        let o = train(
-            d.path(),
-            out.path(),
-            &[
-                "--dataset",
-                "cifar100",
-                "--epochs",
-                "1",
-                "--force",
-                "--optimizer",
-                "sgd",
-            ],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
-        assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
+        cifar100_run("tch");
     }
 }
 
@@ -195,122 +236,32 @@ mod tch {
 mod burn {
     use super::*;
 
-    fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
-        let mut args = vec![
-            "train",
-            "--backend",
-            "burn",
-            "--model",
-            "wrn-10-1",
-            "--data-dir",
-            p(data),
-            "--out",
-            p(out),
-            "--batch-size",
-            "16",
-            "--seed",
-            "7",
-            "--schedule",
-            "exp:0.99@2",
-        ];
-        args.extend_from_slice(extra);
-        lcam(&args)
-    }
-
-    /// The latest checkpoint's model and optimizer records (parameter ids are deterministic, so
-    /// equal parameters give equal bytes).
-    fn checkpoint(dir: &Path) -> (Vec<u8>, Vec<u8>) {
-        let latest = std::fs::read_to_string(dir.join("LATEST")).expect("LATEST");
-        let ck = dir.join(latest.trim());
-        (
-            std::fs::read(ck.join("model.bpk")).expect("model"),
-            std::fs::read(ck.join("optimizer.bpk")).expect("optimizer"),
-        )
-    }
-
     #[test]
     fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
-        let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
-        let full = tempfile::tempdir().expect("out");
-        let o = train(d.path(), full.path(), &["--epochs", "3", "--force"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let metrics = std::fs::read_to_string(full.path().join("metrics.csv")).expect("metrics");
-        assert_eq!(metrics.lines().count(), 4, "{metrics}");
-        assert!(metrics.starts_with(
-            "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s"
-        ));
-        let cfg: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(full.path().join("config.json")).expect("config"),
-        )
-        .expect("json");
-        assert_eq!(cfg["parameters"], 77_850);
-        assert_eq!(cfg["backend"], "burn");
-        assert_eq!(cfg["seed"], 7);
-        assert!(
-            cfg["backend_version"]
-                .as_str()
-                .is_some_and(|v| v.starts_with("burn ")),
-            "{cfg}"
-        );
-
-        // Stop after 1 epoch, resume to 3: the same parameters, bit for bit.
-        let part = tempfile::tempdir().expect("out");
-        let o = train(d.path(), part.path(), &["--epochs", "1", "--force"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        let o = train(d.path(), part.path(), &["--epochs", "3", "--resume"]);
-        assert!(o.status.success(), "{}", stderr(&o));
-        assert!(stderr(&o).contains("resuming"), "{}", stderr(&o));
-        let (model_full, _) = checkpoint(full.path());
-        let (model_part, _) = checkpoint(part.path());
-        assert!(model_full == model_part, "resumed run's parameters differ");
-        let m2 = std::fs::read_to_string(part.path().join("metrics.csv")).expect("metrics");
-        let strip = |s: &str| {
-            s.lines()
-                .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(strip(&m2), strip(&metrics), "same metrics but timings");
+        run_and_resume("burn", "model.bpk");
     }
 
     #[test]
     fn the_same_seed_gives_the_same_run() {
+        // Parameter ids are deterministic, so equal parameters give equal record bytes.
         let d = data(CifarKind::Cifar10, 20);
         let a = tempfile::tempdir().expect("out");
         let b = tempfile::tempdir().expect("out");
         for out in [&a, &b] {
-            let o = train(d.path(), out.path(), &["--epochs", "1", "--force"]);
+            let o = train("burn", d.path(), out.path(), &["--epochs", "1", "--force"]);
             assert!(o.status.success(), "{}", stderr(&o));
         }
         assert!(
-            checkpoint(a.path()).0 == checkpoint(b.path()).0,
+            checkpoint_file(a.path(), "model.bpk") == checkpoint_file(b.path(), "model.bpk"),
             "runs differ"
         );
     }
 
     #[test]
     fn cifar100_trains_and_cuda_is_refused() {
-        let d = data(CifarKind::Cifar100, 40);
-        let out = tempfile::tempdir().expect("out");
+        let (d, out) = cifar100_run("burn");
         let o = train(
-            d.path(),
-            out.path(),
-            &[
-                "--dataset",
-                "cifar100",
-                "--epochs",
-                "1",
-                "--force",
-                "--optimizer",
-                "sgd",
-            ],
-        );
-        assert!(o.status.success(), "{}", stderr(&o));
-        let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
-        assert!(cfg.contains("\"parameters\": 83700"), "{cfg}");
-        let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).expect("metrics");
-        assert_eq!(metrics.lines().count(), 2, "{metrics}");
-
-        let o = train(
+            "burn",
             d.path(),
             out.path(),
             &["--dataset", "cifar100", "--force", "--device", "cuda"],
