@@ -1,0 +1,64 @@
+//! Saving and loading: lcam-core's [`LcamState`] (`lcam-state/1`) is the format, so a state
+//! saved here loads into lcam-core's `Lcam` (and back), with the same validation.
+
+use lcam_core::ndarray::{ArrayD, IxDyn};
+use lcam_core::{Lcam, LcamConfig, LcamState, TensorData};
+
+use crate::error::Result;
+use crate::layout::{DeviceController, KernelScalar};
+
+/// A state split into what the device holds.
+pub(crate) struct Loaded<F> {
+    pub config: LcamConfig,
+    pub controller: DeviceController,
+    /// Per tensor: the buffer (row-major), `None` when the tensor has none yet.
+    pub buffers: Vec<Option<Vec<F>>>,
+}
+
+/// Validates `state` for parameters of `shapes` exactly as `lcam_core::Lcam::from_state` does
+/// (format, dtype, configuration, controller, buffer count and shapes).
+pub(crate) fn load<F: KernelScalar>(
+    state: &LcamState<F>,
+    shapes: &[Vec<usize>],
+) -> Result<Loaded<F>> {
+    let params: Vec<ArrayD<F>> = shapes
+        .iter()
+        .map(|s| ArrayD::from_elem(IxDyn(s), F::default()))
+        .collect();
+    let core = Lcam::from_state(state, &params)?;
+    let config = *core.config();
+    Ok(Loaded {
+        config,
+        controller: DeviceController::new(&config, Some(core.controller().state()))?,
+        buffers: core
+            .buffers()
+            .iter()
+            .map(|b| b.as_ref().map(|a| a.iter().copied().collect()))
+            .collect(),
+    })
+}
+
+/// The state of an optimizer whose buffers (`None`: no buffer yet) were read back.
+pub(crate) fn save<F: KernelScalar>(
+    config: &LcamConfig,
+    controller: &DeviceController,
+    shapes: &[Vec<usize>],
+    buffers: Vec<Option<Vec<F>>>,
+) -> LcamState<F> {
+    LcamState {
+        format: LcamState::<F>::FORMAT.to_string(),
+        dtype: F::DTYPE.to_string(),
+        config: *config,
+        controller: controller.state(),
+        buffers: buffers
+            .into_iter()
+            .zip(shapes)
+            .map(|(b, s)| {
+                b.map(|data| TensorData {
+                    shape: s.clone(),
+                    data,
+                })
+            })
+            .collect(),
+    }
+}
