@@ -18,6 +18,11 @@ pub enum Adapter {
     Tch,
     /// lcam-burn on Burn's flex CPU backend (needs the `burn` feature).
     Burn,
+    /// lcam-cuda's kernels on GPU 0 (needs the `cuda` feature, a CUDA driver and NVRTC).
+    Cuda,
+    /// lcam-cuda's kernels compiled for the host, over an emulated grid (needs the `cuda`
+    /// feature; no GPU).
+    CudaHost,
 }
 
 /// Arguments of `lcam replay`.
@@ -54,6 +59,8 @@ pub fn run(args: &ReplayArgs) -> Result<()> {
         Adapter::Core => trace.replay(),
         Adapter::Tch => replay_tch(&trace)?,
         Adapter::Burn => replay_burn(&trace)?,
+        Adapter::Cuda => replay_cuda(&trace, false)?,
+        Adapter::CudaHost => replay_cuda(&trace, true)?,
     }
     .with_context(|| format!("replaying {}", args.trace.display()))?;
 
@@ -115,5 +122,28 @@ fn replay_burn(trace: &Trace) -> Result<lcam_core::Result<Trajectory>> {
 fn replay_burn(_: &Trace) -> Result<lcam_core::Result<Trajectory>> {
     bail!(
         "this `lcam` was built without the burn adapter: rebuild with `--features burn` (cargo xtask does)"
+    )
+}
+
+#[cfg(feature = "cuda")]
+fn replay_cuda(trace: &Trace, host: bool) -> Result<lcam_core::Result<Trajectory>> {
+    let trajectory = if host {
+        lcam_cuda::replay_host(trace)
+    } else {
+        lcam_cuda::replay(trace, 0)
+    };
+    Ok(Ok(trajectory.with_context(|| {
+        if host {
+            "lcam-cuda, host-emulated kernels".to_string()
+        } else {
+            "lcam-cuda on GPU 0".to_string()
+        }
+    })?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn replay_cuda(_: &Trace, _host: bool) -> Result<lcam_core::Result<Trajectory>> {
+    bail!(
+        "this `lcam` was built without the cuda adapters: rebuild with `--features cuda` (cargo xtask does)"
     )
 }

@@ -8,13 +8,40 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use lcam_core::{DType, LcamConfig, NamedTensor, Trace, TraceStep, load_fixtures};
 
-/// Adapters and why one cannot run here.
-const ADAPTERS: [(&str, Option<&str>); 4] = [
-    ("core", None),
-    ("tch", None),
-    ("burn", None),
-    ("cuda", Some("no lcam-cuda adapter in this build / no GPU")),
-];
+/// The adapters of `lcam replay`, in table order. `cuda-host` runs lcam-cuda's kernels compiled
+/// for the host; `cuda` needs a GPU and is skipped (with the reason) when the machine has no
+/// CUDA driver.
+const ADAPTERS: [&str; 5] = ["core", "tch", "burn", "cuda-host", "cuda"];
+
+/// Why `adapter` cannot run here (`None`: it can), asked of `lcam` itself on one trace: the
+/// lcam-cuda adapters are skipped when the binary was built without `lcam-cli/cuda`, and `cuda`
+/// when the CUDA driver or NVRTC cannot be loaded. Any other failure shows up as FAIL.
+fn skip_reason(lcam: &Path, adapter: &str, trace: &Path) -> Result<Option<String>> {
+    if !adapter.starts_with("cuda") {
+        return Ok(None);
+    }
+    let out = Command::new(lcam)
+        .args(["replay", "--adapter", adapter, "--trace"])
+        .arg(trace)
+        .output()
+        .with_context(|| format!("cannot run {}", lcam.display()))?;
+    if out.status.success() {
+        return Ok(None);
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Ok(if err.contains("built without the cuda adapters") {
+        Some("`lcam` built without the `lcam-cli/cuda` feature".to_string())
+    } else if adapter == "cuda" && err.contains("cannot load the CUDA") {
+        let lib = err
+            .split("cannot load the ")
+            .nth(1)
+            .and_then(|s| s.split(':').next())
+            .unwrap_or("CUDA driver library");
+        Some(format!("no GPU: cannot load the {lib}"))
+    } else {
+        None
+    })
+}
 
 /// A deterministic xorshift stream, enough for test data.
 struct Rng(u64);
@@ -109,15 +136,19 @@ pub fn run(root: &Path, lcam: &Path) -> Result<()> {
         std::fs::write(&e, expected.to_json_pretty())?;
         cases.push((format!("random{seed}_{}", trace.dtype.as_str()), t, e));
     }
+    let adapters = ADAPTERS
+        .iter()
+        .map(|&a| Ok((a, skip_reason(lcam, a, &cases[0].1)?)))
+        .collect::<Result<Vec<_>>>()?;
     print!("{:30}", "fixture");
-    for (a, _) in ADAPTERS {
+    for (a, _) in &adapters {
         print!(" {a:>14}");
     }
     println!();
     let mut failures = vec![];
     for (name, trace, expected) in &cases {
         print!("{name:30}");
-        for (adapter, skip) in ADAPTERS {
+        for (adapter, skip) in &adapters {
             if skip.is_some() {
                 print!(" {:>14}", "skipped");
                 continue;
@@ -145,7 +176,7 @@ pub fn run(root: &Path, lcam: &Path) -> Result<()> {
         }
         println!();
     }
-    for (a, skip) in ADAPTERS {
+    for (a, skip) in &adapters {
         if let Some(why) = skip {
             println!("{a}: skipped ({why})");
         }
@@ -156,7 +187,7 @@ pub fn run(root: &Path, lcam: &Path) -> Result<()> {
     println!(
         "{} cases × {} adapters: all pass",
         cases.len(),
-        ADAPTERS.iter().filter(|a| a.1.is_none()).count()
+        adapters.iter().filter(|a| a.1.is_none()).count()
     );
     Ok(())
 }
