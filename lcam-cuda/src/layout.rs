@@ -333,3 +333,99 @@ pub(crate) fn check_lr(lr: f64) -> Result<()> {
         Err(LcamCudaError::Core(lcam_core::LcamError::InvalidLr { lr }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ptrs(grad: Vec<Option<u64>>) -> StepPointers {
+        let n = grad.len();
+        StepPointers {
+            param: (0..n as u64).map(|i| 0x1000 + i).collect(),
+            grad,
+            buf: (0..n as u64).map(|i| 0x2000 + i).collect(),
+        }
+    }
+
+    #[test]
+    fn the_table_lists_tensors_with_a_gradient_and_their_first_chunks() {
+        let lens = [10, 0, 7, 3, 21];
+        let (table, total) = build_table(
+            &lens,
+            &ptrs(vec![Some(1), Some(2), None, Some(4), Some(5)]),
+            7,
+        )
+        .expect("table");
+        let rows: Vec<(u64, u64, u64)> = table
+            .iter()
+            .map(|e| (e.slot, e.len, e.first_chunk))
+            .collect();
+        // 10 → 2 chunks, 0 → none, (7 skipped), 3 → 1, 21 → 3.
+        assert_eq!(rows, vec![(0, 10, 0), (1, 0, 2), (3, 3, 2), (4, 21, 3)]);
+        assert_eq!(total, 6);
+        assert_eq!(table[2].grad, 4);
+        assert_eq!(table[2].buf, 0x2003);
+    }
+
+    #[test]
+    fn null_pointers_and_counts_are_refused() {
+        let lens = [4, 0];
+        let mut p = ptrs(vec![Some(0), Some(0)]);
+        let e = build_table(&lens, &p, 8).expect_err("null gradient");
+        assert!(matches!(
+            e,
+            LcamCudaError::NullPointer {
+                tensor: 0,
+                what: "gradient"
+            }
+        ));
+        p.grad[0] = Some(9);
+        p.param[0] = 0;
+        let e = build_table(&lens, &p, 8).expect_err("null parameter");
+        assert!(matches!(
+            e,
+            LcamCudaError::NullPointer {
+                tensor: 0,
+                what: "parameter"
+            }
+        ));
+        p.param[0] = 1;
+        // An empty tensor's pointers are never dereferenced.
+        assert!(build_table(&lens, &p, 8).is_ok());
+        let e = build_table(&[4], &p, 8).expect_err("count");
+        assert!(matches!(
+            e,
+            LcamCudaError::CountMismatch {
+                what: "parameters",
+                got: 2,
+                expected: 1
+            }
+        ));
+    }
+
+    #[test]
+    fn the_controller_round_trips_through_lcam_core_state() {
+        let config = LcamConfig::cifar100();
+        let state = ControllerState {
+            epoch: 3,
+            count: 5,
+            sum: 7.25,
+            steps_below: 2,
+            phase: Some(Phase::Below),
+        };
+        let c = DeviceController::new(&config, Some(state)).expect("valid");
+        assert_eq!(c.state(), state);
+        assert_eq!(c.momentum, 0.93);
+        assert_eq!(
+            DeviceController::new(&config, None)
+                .expect("fresh")
+                .momentum,
+            0.9
+        );
+        let bad = ControllerState {
+            steps_below: 9,
+            ..state
+        };
+        assert!(DeviceController::new(&config, Some(bad)).is_err());
+    }
+}
