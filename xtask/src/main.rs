@@ -4,9 +4,13 @@
 //!   doctests of every crate (libtorch provisioned on first use).
 //! - `cargo xtask golden`   — regenerate the PyTorch golden fixtures (`scripts/golden.py`).
 //! - `cargo xtask libtorch` — provision libtorch and print the environment the tch build uses.
+//! - `cargo xtask download` — fetch and verify CIFAR-10/100.
+//! - `cargo xtask equivalence` — every fixture through every adapter, as a table.
+//! - `cargo xtask reproduce` — the paper's Figures 3–5 as training runs, report and figures.
 
 mod download;
 mod equivalence;
+mod reproduce;
 mod torch;
 
 use std::path::{Path, PathBuf};
@@ -49,6 +53,8 @@ enum Cmd {
     },
     /// Provision libtorch (torch==2.13.0 from PyPI into the cache) and print its environment.
     Libtorch,
+    /// The paper's Figures 3–5 (SPEC §3) as `lcam train` runs: report.md and PNG/SVG figures.
+    Reproduce(reproduce::ReproduceArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,11 +81,7 @@ fn run(cli: Cli) -> Result<()> {
             from,
             data_dir,
         } => {
-            let data_dir =
-                match data_dir.or_else(|| std::env::var_os("LCAM_DATA_DIR").map(PathBuf::from)) {
-                    Some(d) => d,
-                    None => torch::cache_dir()?.join("data"),
-                };
+            let data_dir = data_dir_or_default(data_dir)?;
             let specs = match dataset.as_str() {
                 "cifar10" => vec![download::cifar10()],
                 "cifar100" => vec![download::cifar100()],
@@ -91,6 +93,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", data_dir.display());
             Ok(())
         }
+        Cmd::Reproduce(args) => reproduce_cmd(&root, &args),
         Cmd::Libtorch => {
             let env = torch::ensure()?;
             for (k, v) in env.cargo_env() {
@@ -99,6 +102,48 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `--data-dir`, else `$LCAM_DATA_DIR`, else `<cache>/data`.
+fn data_dir_or_default(data_dir: Option<PathBuf>) -> Result<PathBuf> {
+    match data_dir.or_else(|| std::env::var_os("LCAM_DATA_DIR").map(PathBuf::from)) {
+        Some(d) => Ok(d),
+        None => Ok(torch::cache_dir()?.join("data")),
+    }
+}
+
+fn reproduce_cmd(root: &Path, args: &reproduce::ReproduceArgs) -> Result<()> {
+    let plan = reproduce::Plan::new(args, root)?;
+    if args.report_only {
+        return reproduce::run(&plan, None, Path::new(""));
+    }
+    let data_dir = data_dir_or_default(args.data_dir.clone())?;
+    for d in plan.datasets() {
+        let spec = if d == "cifar10" {
+            download::cifar10()
+        } else {
+            download::cifar100()
+        };
+        // Verifies what is there; fetches only what is missing.
+        download::install(&spec, &data_dir, None)?;
+    }
+    let lcam = match plan.backend {
+        reproduce::Backend::Tch => build_lcam(root, &torch::ensure()?.cargo_env())?,
+        reproduce::Backend::Burn => {
+            sh(
+                root,
+                cargo().args(["build", "--package", "lcam-cli", "--features", "burn"]),
+            )?;
+            lcam_path(root)
+        }
+    };
+    eprintln!(
+        "xtask: reproduce --preset {}: {} runs into {}",
+        plan.protocol.preset,
+        plan.runs.len(),
+        plan.out.display()
+    );
+    reproduce::run(&plan, Some(&lcam), &data_dir)
 }
 
 /// The workspace root (the directory above xtask's manifest).

@@ -1,0 +1,678 @@
+//! `cargo xtask reproduce`: the paper's Figures 3–5 (SPEC §3) as `lcam train` runs, several
+//! seeds each, summarised in `report.md` and drawn as PNG + SVG figures.
+//!
+//! Layout of the output directory (`--out`, default `runs/reproduce/<preset>`):
+//!
+//! ```text
+//! <out>/fig3-cifar10-step/fixed-0.9/seed-1/   one `lcam train` run directory each
+//! <out>/report.md                              tables: mean ± 95 % CI over seeds
+//! <out>/fig3.png, fig3.svg, …                  test error and train loss per epoch
+//! ```
+//!
+//! Runs are resumable: a run directory that holds a `config.json` is continued with
+//! `lcam train --resume` (a finished one does no work; a different configuration is refused by
+//! `lcam` itself), so an interrupted `reproduce` picks up where it stopped.
+
+mod plot;
+mod report;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+
+/// Images in the CIFAR-10/100 training split (both).
+const CIFAR_TRAIN: usize = 50_000;
+/// Images in the test split.
+const CIFAR_TEST: usize = 10_000;
+
+/// Which protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Preset {
+    /// The paper's protocol exactly: WRN-28-10, full data, 150 epochs (GPU machines).
+    Paper,
+    /// A proportionally scaled protocol for a 2-core CPU: ≤ 60 minutes per figure.
+    Mini,
+    /// The whole pipeline in a few minutes: tiny model, few images, 5 epochs.
+    Smoke,
+}
+
+impl fmt::Display for Preset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Preset::Paper => "paper",
+            Preset::Mini => "mini",
+            Preset::Smoke => "smoke",
+        })
+    }
+}
+
+/// Which figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FigureSel {
+    /// Figure 3: CIFAR-10, step schedule.
+    #[value(name = "3")]
+    Fig3,
+    /// Figure 4: CIFAR-100, step schedule.
+    #[value(name = "4")]
+    Fig4,
+    /// Figure 5: CIFAR-10 and CIFAR-100, exponential schedule.
+    #[value(name = "5")]
+    Fig5,
+    /// All of them.
+    All,
+}
+
+/// Training backend passed to `lcam train --backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// libtorch through tch.
+    Tch,
+    /// Burn's pure-Rust CPU backend.
+    Burn,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Tch => "tch",
+            Backend::Burn => "burn",
+        })
+    }
+}
+
+/// Arguments of `cargo xtask reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// Protocol: `paper` (exact, GPU), `mini` (≤ 60 min per figure on a small CPU), `smoke`.
+    #[arg(long, value_enum)]
+    pub preset: Preset,
+    /// Which figure(s) of the paper.
+    #[arg(long, value_enum, default_value_t = FigureSel::All)]
+    pub figure: FigureSel,
+    /// Seeds per configuration (default: 3, smoke 2).
+    #[arg(long)]
+    pub seeds: Option<u32>,
+    /// Training backend.
+    #[arg(long, value_enum, default_value_t = Backend::Tch)]
+    pub backend: Backend,
+    /// Device for `lcam train` (default: `cuda` for `paper`, else `cpu`).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Output directory (default: `runs/reproduce/<preset>` in the workspace).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Dataset directory (default: $LCAM_DATA_DIR, else <cache>/data); missing datasets are
+    /// downloaded.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Only rebuild `report.md` and the figures from the runs already in `--out`.
+    #[arg(long)]
+    pub report_only: bool,
+}
+
+/// The protocol of a preset: everything but the momentum configurations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Protocol {
+    /// Preset name.
+    pub preset: Preset,
+    /// `wrn-D-K`.
+    pub model: &'static str,
+    /// Epochs per run.
+    pub epochs: u64,
+    /// Training images (the first N of the split).
+    pub train_images: usize,
+    /// Test images (the first N of the split).
+    pub test_images: usize,
+    /// Batch size.
+    pub batch_size: usize,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Weight decay.
+    pub weight_decay: f64,
+    /// Default seeds per configuration.
+    pub seeds: u32,
+}
+
+impl Protocol {
+    /// The protocol of `preset`.
+    pub fn of(preset: Preset) -> Protocol {
+        let paper = Protocol {
+            preset,
+            model: "wrn-28-10",
+            epochs: 150,
+            train_images: CIFAR_TRAIN,
+            test_images: CIFAR_TEST,
+            batch_size: 128,
+            lr: 0.1,
+            weight_decay: 5e-4,
+            seeds: 3,
+        };
+        match preset {
+            Preset::Paper => paper,
+            // WRN-16-1 at ≈ 600 img/s on 2 cores: 12 runs × 12 epochs × (10k train + 5k test)
+            // ≈ 45 min per figure.
+            Preset::Mini => Protocol {
+                model: "wrn-16-1",
+                epochs: 12,
+                train_images: 10_000,
+                test_images: 5_000,
+                ..paper
+            },
+            // WRN-10-1 at ≈ 1000 img/s: 24 runs × 5 epochs × 1024 images ≈ 3 min in all.
+            Preset::Smoke => Protocol {
+                model: "wrn-10-1",
+                epochs: 5,
+                train_images: 1_024,
+                test_images: 1_000,
+                seeds: 2,
+                ..paper
+            },
+        }
+    }
+
+    /// Steps per epoch (the last partial batch is kept).
+    pub fn steps_per_epoch(&self) -> u64 {
+        self.train_images.div_ceil(self.batch_size) as u64
+    }
+
+    /// The demo's step schedule (× 0.2 after epochs 31, 61, 91 of 150), its milestones scaled
+    /// to `epochs` and rounded (`step:0.2@31,61,91` for the paper's 150 epochs).
+    pub fn step_schedule(&self) -> String {
+        let mut after: Vec<u64> = [31u64, 61, 91]
+            .iter()
+            .map(|&m| ((m * self.epochs) as f64 / 150.0).round().max(1.0) as u64)
+            .filter(|&m| m < self.epochs)
+            .collect();
+        after.dedup();
+        if after.is_empty() {
+            return "constant".to_string();
+        }
+        let list: Vec<String> = after.iter().map(u64::to_string).collect();
+        format!("step:0.2@{}", list.join(","))
+    }
+
+    /// The demo's exponential schedule (lr × 0.99985 before every step from epoch 32 of 150):
+    /// the constant phase scaled like the step milestones, and γ chosen so that the total decay
+    /// over the decaying steps equals the paper's (0.99985^(391·119) ≈ 9.3e-4).
+    pub fn exp_schedule(&self) -> String {
+        let from = ((31 * self.epochs) as f64 / 150.0).round() as u64 + 1;
+        let from = from.clamp(1, self.epochs);
+        let paper_steps = (391 * 119) as f64;
+        let steps = (self.steps_per_epoch() * (self.epochs - from + 1)) as f64;
+        let gamma = if steps == paper_steps {
+            0.99985
+        } else {
+            (0.99985f64.ln() * paper_steps / steps).exp()
+        };
+        // Shortest decimal form that reads back exactly as the same f64.
+        format!("exp:{gamma}@{from}")
+    }
+}
+
+/// The LR schedule of a panel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// × 0.2 at three milestones.
+    Step,
+    /// Per-step exponential decay after a constant phase.
+    Exp,
+}
+
+/// One momentum configuration (a line in the paper's figures).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MomentumConfig {
+    /// μ after a below-mean batch.
+    pub below: f64,
+    /// μ after an at-or-above-mean batch.
+    pub above: f64,
+}
+
+impl MomentumConfig {
+    const fn fixed(mu: f64) -> Self {
+        MomentumConfig {
+            below: mu,
+            above: mu,
+        }
+    }
+    const fn lcam(below: f64, above: f64) -> Self {
+        MomentumConfig { below, above }
+    }
+    /// Plain SGD (equal momenta).
+    pub fn is_fixed(&self) -> bool {
+        self.below == self.above
+    }
+    /// The label of the paper's legends: `fixed 0.9`, `LCAM 0.95/0.9`.
+    pub fn label(&self) -> String {
+        if self.is_fixed() {
+            format!("fixed {}", self.below)
+        } else {
+            format!("LCAM {}/{}", self.below, self.above)
+        }
+    }
+    /// Directory name: `fixed-0.9`, `lcam-0.95-0.9`.
+    pub fn slug(&self) -> String {
+        if self.is_fixed() {
+            format!("fixed-{}", self.below)
+        } else {
+            format!("lcam-{}-{}", self.below, self.above)
+        }
+    }
+}
+
+/// One panel of a figure: a dataset under a schedule, several configurations.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Panel {
+    /// The paper's figure number.
+    pub figure: u8,
+    /// `cifar10` or `cifar100` (the `lcam train --dataset` value).
+    pub dataset: &'static str,
+    /// Schedule.
+    pub schedule: ScheduleKind,
+    /// Configurations; the first is the fixed-0.9 baseline.
+    pub configs: Vec<MomentumConfig>,
+}
+
+impl Panel {
+    /// Directory name: `fig3-cifar10-step`.
+    pub fn slug(&self) -> String {
+        let s = match self.schedule {
+            ScheduleKind::Step => "step",
+            ScheduleKind::Exp => "exp",
+        };
+        format!("fig{}-{}-{s}", self.figure, self.dataset)
+    }
+    /// `CIFAR-10, step schedule`.
+    pub fn title(&self) -> String {
+        let d = if self.dataset == "cifar10" {
+            "CIFAR-10"
+        } else {
+            "CIFAR-100"
+        };
+        let s = match self.schedule {
+            ScheduleKind::Step => "step schedule",
+            ScheduleKind::Exp => "exponential schedule",
+        };
+        format!("{d}, {s}")
+    }
+}
+
+/// The runs of SPEC §3's table.
+pub fn panels(sel: FigureSel) -> Vec<Panel> {
+    let four = vec![
+        MomentumConfig::fixed(0.9),
+        MomentumConfig::fixed(0.95),
+        MomentumConfig::lcam(0.95, 0.9),
+        MomentumConfig::lcam(0.9, 0.95),
+    ];
+    let all = vec![
+        Panel {
+            figure: 3,
+            dataset: "cifar10",
+            schedule: ScheduleKind::Step,
+            configs: four.clone(),
+        },
+        Panel {
+            figure: 4,
+            dataset: "cifar100",
+            schedule: ScheduleKind::Step,
+            configs: four,
+        },
+        Panel {
+            figure: 5,
+            dataset: "cifar10",
+            schedule: ScheduleKind::Exp,
+            configs: vec![MomentumConfig::fixed(0.9), MomentumConfig::lcam(0.9, 0.95)],
+        },
+        Panel {
+            figure: 5,
+            dataset: "cifar100",
+            schedule: ScheduleKind::Exp,
+            configs: vec![MomentumConfig::fixed(0.9), MomentumConfig::lcam(0.93, 0.9)],
+        },
+    ];
+    let want = match sel {
+        FigureSel::Fig3 => Some(3),
+        FigureSel::Fig4 => Some(4),
+        FigureSel::Fig5 => Some(5),
+        FigureSel::All => None,
+    };
+    all.into_iter()
+        .filter(|p| want.is_none_or(|f| p.figure == f))
+        .collect()
+}
+
+/// One `lcam train` run of the plan.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Index of its panel.
+    pub panel: usize,
+    /// Index of its configuration in the panel.
+    pub config: usize,
+    /// Seed (1-based; the same seeds for every configuration: paired comparisons).
+    pub seed: u32,
+    /// Run directory.
+    pub dir: PathBuf,
+}
+
+/// Everything `reproduce` does, resolved.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Panels to run.
+    pub panels: Vec<Panel>,
+    /// Seeds per configuration.
+    pub seeds: u32,
+    /// Backend.
+    pub backend: Backend,
+    /// Device.
+    pub device: String,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Runs, panel by panel, seed-major (every configuration gets seed 1 before any gets 2).
+    pub runs: Vec<RunSpec>,
+}
+
+impl Plan {
+    /// Resolves the arguments.
+    pub fn new(args: &ReproduceArgs, root: &Path) -> Result<Plan> {
+        let protocol = Protocol::of(args.preset);
+        let seeds = args.seeds.unwrap_or(protocol.seeds);
+        if seeds == 0 {
+            bail!("--seeds must be >= 1");
+        }
+        let device = args.device.clone().unwrap_or_else(|| {
+            if args.preset == Preset::Paper {
+                "cuda".into()
+            } else {
+                "cpu".into()
+            }
+        });
+        let out = args.out.clone().unwrap_or_else(|| {
+            root.join("runs")
+                .join("reproduce")
+                .join(args.preset.to_string())
+        });
+        let panels = panels(args.figure);
+        let mut runs = vec![];
+        for (pi, p) in panels.iter().enumerate() {
+            for seed in 1..=seeds {
+                for (ci, c) in p.configs.iter().enumerate() {
+                    runs.push(RunSpec {
+                        panel: pi,
+                        config: ci,
+                        seed,
+                        dir: out
+                            .join(p.slug())
+                            .join(c.slug())
+                            .join(format!("seed-{seed}")),
+                    });
+                }
+            }
+        }
+        Ok(Plan {
+            protocol,
+            panels,
+            seeds,
+            backend: args.backend,
+            device,
+            out,
+            runs,
+        })
+    }
+
+    /// The `lcam train` arguments of `run`.
+    pub fn train_args(&self, run: &RunSpec, data_dir: &Path) -> Vec<String> {
+        let p = &self.protocol;
+        let panel = &self.panels[run.panel];
+        let c = panel.configs[run.config];
+        let schedule = match panel.schedule {
+            ScheduleKind::Step => p.step_schedule(),
+            ScheduleKind::Exp => p.exp_schedule(),
+        };
+        let mut a: Vec<String> = vec![
+            "train".into(),
+            "--backend".into(),
+            self.backend.to_string(),
+            "--device".into(),
+            self.device.clone(),
+            "--dataset".into(),
+            panel.dataset.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--model".into(),
+            p.model.into(),
+            "--epochs".into(),
+            p.epochs.to_string(),
+            "--batch-size".into(),
+            p.batch_size.to_string(),
+            "--lr".into(),
+            p.lr.to_string(),
+            "--weight-decay".into(),
+            p.weight_decay.to_string(),
+            "--schedule".into(),
+            schedule,
+            "--seed".into(),
+            run.seed.to_string(),
+            "--out".into(),
+            run.dir.display().to_string(),
+        ];
+        if c.is_fixed() {
+            a.extend(["--optimizer".into(), "sgd".into()]);
+            a.extend(["--momentum".into(), c.below.to_string()]);
+        } else {
+            a.extend(["--optimizer".into(), "lcam".into()]);
+            a.extend(["--momentum-below".into(), c.below.to_string()]);
+            a.extend(["--momentum-above".into(), c.above.to_string()]);
+        }
+        if p.train_images < CIFAR_TRAIN {
+            a.extend(["--limit-train".into(), p.train_images.to_string()]);
+        }
+        if p.test_images < CIFAR_TEST {
+            a.extend(["--limit-test".into(), p.test_images.to_string()]);
+        }
+        if run.dir.join("config.json").is_file() {
+            a.push("--resume".into());
+        } else if run.dir.exists() {
+            // Killed before `lcam` wrote its configuration: nothing worth keeping.
+            a.push("--force".into());
+        }
+        a
+    }
+
+    /// The datasets the plan needs.
+    pub fn datasets(&self) -> Vec<&'static str> {
+        let mut d: Vec<&'static str> = self.panels.iter().map(|p| p.dataset).collect();
+        d.sort_unstable();
+        d.dedup();
+        d
+    }
+}
+
+/// Runs every run of `plan` with the `lcam` binary (unless `report_only`), then writes the
+/// report and the figures.
+pub fn run(plan: &Plan, lcam: Option<&Path>, data_dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(&plan.out)
+        .with_context(|| format!("cannot create {}", plan.out.display()))?;
+    if let Some(lcam) = lcam {
+        let start = Instant::now();
+        let n = plan.runs.len();
+        for (i, run) in plan.runs.iter().enumerate() {
+            let panel = &plan.panels[run.panel];
+            let what = format!(
+                "Figure {} {} {} seed {}",
+                panel.figure,
+                panel.title(),
+                panel.configs[run.config].label(),
+                run.seed
+            );
+            let elapsed = start.elapsed().as_secs_f64();
+            eprintln!(
+                "xtask: [{}/{n}] {what} ({:.0}s elapsed) -> {}",
+                i + 1,
+                elapsed,
+                run.dir.display()
+            );
+            let args = plan.train_args(run, data_dir);
+            let status = Command::new(lcam)
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot start {}", lcam.display()))?;
+            if !status.success() {
+                bail!(
+                    "run {what} failed ({status}); its directory {} is kept, rerun to resume. Command: {} {}",
+                    run.dir.display(),
+                    lcam.display(),
+                    args.join(" ")
+                );
+            }
+        }
+    }
+    let results = report::collect(plan)?;
+    let report_path = plan.out.join("report.md");
+    let mut figures = vec![];
+    for fig in plan
+        .panels
+        .iter()
+        .map(|p| p.figure)
+        .collect::<Vec<_>>()
+        .iter()
+    {
+        if figures.contains(fig) {
+            continue;
+        }
+        figures.push(*fig);
+        let name = format!("fig{fig}");
+        plot::figure(plan, &results, *fig, &plan.out.join(&name))
+            .with_context(|| format!("cannot draw {name}"))?;
+    }
+    write_atomic(&report_path, report::markdown(plan, &results).as_bytes())?;
+    eprintln!(
+        "xtask: report {} and figures {} written",
+        report_path.display(),
+        figures
+            .iter()
+            .map(|f| format!("fig{f}.png/.svg"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
+}
+
+/// Writes `contents` to a temporary file next to `path` and renames it into place.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    // Temporary files are created 0600; results are ordinary readable files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions of {}", tmp.path().display()))?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename into {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_preset_is_the_demo_protocol() {
+        let p = Protocol::of(Preset::Paper);
+        assert_eq!(p.steps_per_epoch(), 391);
+        assert_eq!(p.step_schedule(), "step:0.2@31,61,91");
+        assert_eq!(p.exp_schedule(), "exp:0.99985@32");
+        assert_eq!(
+            (p.model, p.epochs, p.train_images, p.test_images),
+            ("wrn-28-10", 150, 50_000, 10_000)
+        );
+    }
+
+    #[test]
+    fn scaled_schedules_keep_the_shape() {
+        let m = Protocol::of(Preset::Mini);
+        // 31/150, 61/150, 91/150 of 12 epochs, rounded.
+        assert_eq!(m.step_schedule(), "step:0.2@2,5,7");
+        let s = Protocol::of(Preset::Smoke);
+        assert_eq!(s.step_schedule(), "step:0.2@1,2,3");
+        // The total decay of the exponential phase equals the paper's.
+        for p in [m, s] {
+            let e = p.exp_schedule();
+            let (g, from) = e
+                .strip_prefix("exp:")
+                .and_then(|r| r.split_once('@'))
+                .expect("exp:G@E");
+            let g: f64 = g.parse().expect("gamma");
+            let from: u64 = from.parse().expect("epoch");
+            let steps = p.steps_per_epoch() * (p.epochs - from + 1);
+            let total = g.powf(steps as f64);
+            let paper = 0.99985f64.powf((391 * 119) as f64);
+            assert!(
+                (total / paper - 1.0).abs() < 1e-9,
+                "{e}: {total} vs {paper}"
+            );
+        }
+    }
+
+    #[test]
+    fn plan_covers_spec_table() {
+        let args = ReproduceArgs {
+            preset: Preset::Smoke,
+            figure: FigureSel::All,
+            seeds: None,
+            backend: Backend::Tch,
+            device: None,
+            out: Some(PathBuf::from("/tmp/x")),
+            data_dir: None,
+            report_only: false,
+        };
+        let plan = Plan::new(&args, Path::new("/r")).expect("plan");
+        // 4 + 4 + 2 + 2 configurations × 2 seeds.
+        assert_eq!(plan.runs.len(), 24);
+        assert_eq!(plan.datasets(), vec!["cifar10", "cifar100"]);
+        let first = &plan.runs[0];
+        assert_eq!(
+            first.dir,
+            PathBuf::from("/tmp/x/fig3-cifar10-step/fixed-0.9/seed-1")
+        );
+        let a = plan.train_args(&plan.runs[2], Path::new("/d")).join(" ");
+        assert!(a.contains("--optimizer lcam --momentum-below 0.95 --momentum-above 0.9"));
+        assert!(a.contains("--schedule step:0.2@1,2,3"), "{a}");
+        assert!(a.contains("--limit-train 1024 --limit-test 1000"), "{a}");
+        assert!(!a.contains("--resume") && !a.contains("--force"));
+        let fig5 = Plan::new(
+            &ReproduceArgs {
+                figure: FigureSel::Fig5,
+                seeds: Some(1),
+                ..args
+            },
+            Path::new("/r"),
+        )
+        .expect("plan");
+        let labels: Vec<String> = fig5
+            .runs
+            .iter()
+            .map(|r| fig5.panels[r.panel].configs[r.config].label())
+            .collect();
+        assert_eq!(
+            labels,
+            ["fixed 0.9", "LCAM 0.9/0.95", "fixed 0.9", "LCAM 0.93/0.9"]
+        );
+    }
+}
