@@ -675,4 +675,81 @@ mod tests {
             ["fixed 0.9", "LCAM 0.9/0.95", "fixed 0.9", "LCAM 0.93/0.9"]
         );
     }
+
+    fn write_run(dir: &Path, epochs: u64, seed: u32, lcam: bool) {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        let mut csv = String::from(
+            "epoch,lr,train_loss,train_acc,test_loss,test_acc,below_share,seconds,img_per_s\n",
+        );
+        for e in 1..=epochs {
+            // LCAM learns a little faster here, seeds differ a little.
+            let acc = 0.1 + 0.1 * e as f64 + if lcam { 0.05 } else { 0.0 } + 0.01 * seed as f64;
+            csv.push_str(&format!(
+                "{e},0.1,{},{acc},1.0,{acc},0.5,1.0,100.0\n",
+                2.0 / e as f64
+            ));
+        }
+        std::fs::write(dir.join("metrics.csv"), csv).expect("write");
+    }
+
+    #[test]
+    fn report_and_figures_from_finished_runs_and_refusal_of_unfinished_ones() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let args = ReproduceArgs {
+            preset: Preset::Smoke,
+            figure: FigureSel::Fig5,
+            seeds: Some(2),
+            backend: Backend::Tch,
+            device: None,
+            out: Some(tmp.path().join("out")),
+            data_dir: None,
+            report_only: true,
+        };
+        let plan = Plan::new(&args, tmp.path()).expect("plan");
+        for r in &plan.runs {
+            let lcam = !plan.panels[r.panel].configs[r.config].is_fixed();
+            write_run(&r.dir, plan.protocol.epochs, r.seed, lcam);
+        }
+        run(&plan, None, Path::new("")).expect("report");
+        let report = std::fs::read_to_string(plan.out.join("report.md")).expect("report.md");
+        // fixed 0.9 ends at 0.6 + 0.01·seed → 61.50 %; LCAM reaches that at epoch 5 (0.655).
+        assert!(report.contains("| fixed 0.9 | 61.50 ± 6.35 |"), "{report}");
+        assert!(
+            report.contains("| LCAM 0.9/0.95 | 66.50 ± 6.35 |"),
+            "{report}"
+        );
+        assert!(report.contains("epochs to reach 61.50 %"), "{report}");
+        assert!(report.contains("| 5.0 ± 0.0 (2/2) |"), "{report}");
+        assert_eq!(report.matches("](fig5.png)").count(), 1);
+        for f in ["fig5.png", "fig5.svg"] {
+            let len = std::fs::metadata(plan.out.join(f)).expect(f).len();
+            assert!(len > 10_000, "{f} is only {len} bytes");
+        }
+        let png = std::fs::read(plan.out.join("fig5.png")).expect("png");
+        assert_eq!(&png[1..4], b"PNG");
+        // No temporary file is left behind.
+        let names: Vec<String> = std::fs::read_dir(&plan.out)
+            .expect("ls")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.') || n.starts_with(".tmp"))
+            .collect();
+        assert!(names.is_empty(), "{names:?}");
+
+        // One run stopped after 3 epochs: no report from it, and it is named.
+        let cut = &plan.runs[1].dir;
+        write_run(cut, 3, 1, true);
+        let e = format!(
+            "{:#}",
+            run(&plan, None, Path::new("")).expect_err("unfinished")
+        );
+        assert!(e.contains("unfinished (3 of 5 epochs)"), "{e}");
+        assert!(e.contains(&cut.display().to_string()), "{e}");
+        // Its next launch resumes it; a directory without config.json is restarted.
+        std::fs::write(cut.join("config.json"), "{}").expect("config");
+        let a = plan.train_args(&plan.runs[1], Path::new("/d"));
+        assert_eq!(a.last().map(String::as_str), Some("--resume"));
+        let a = plan.train_args(&plan.runs[0], Path::new("/d"));
+        assert_eq!(a.last().map(String::as_str), Some("--force"));
+    }
 }
