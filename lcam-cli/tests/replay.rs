@@ -46,6 +46,44 @@ fn replay_burn_reproduces_every_golden_fixture() {
     replay_reproduces_every_golden_fixture("burn");
 }
 
+#[cfg(feature = "cuda")]
+#[test]
+fn replay_cuda_host_reproduces_every_golden_fixture() {
+    // lcam-cuda's kernels compiled for the host, run over an emulated grid.
+    replay_reproduces_every_golden_fixture("cuda-host");
+}
+
+#[cfg(feature = "cuda")]
+#[test]
+fn replay_cuda_without_a_gpu_is_one_clear_error() {
+    if cudarc_driver_present() {
+        eprintln!("skipped: a CUDA driver is present");
+        return;
+    }
+    let trace = golden("quadratic_f32_cifar10.trace.json");
+    let o = lcam(&[
+        "replay",
+        "--trace",
+        trace.to_str().expect("utf8"),
+        "--adapter",
+        "cuda",
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("CUDA driver"), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[cfg(feature = "cuda")]
+fn cudarc_driver_present() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu/libcuda.so.1",
+        "/usr/lib64/libcuda.so.1",
+    ]
+    .iter()
+    .any(|p| std::path::Path::new(p).exists())
+}
+
 fn replay_reproduces_every_golden_fixture(adapter: &str) {
     for name in fixture_names() {
         let trace = golden(&format!("{name}.trace.json"));

@@ -177,7 +177,11 @@ fn cargo() -> Command {
 fn test(root: &Path, no_tch: bool) -> Result<()> {
     sh(root, cargo().args(["fmt", "--all", "--", "--check"]))?;
     // The CLI's backends and replay adapters are tested too.
-    let mut scope: Vec<&str> = vec!["--workspace", "--features", "lcam-cli/tch,lcam-cli/burn"];
+    let mut scope: Vec<&str> = vec![
+        "--workspace",
+        "--features",
+        "lcam-cli/tch,lcam-cli/burn,lcam-cli/cuda",
+    ];
     let mut env = Vec::new();
     if no_tch {
         scope = vec![
@@ -185,7 +189,7 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
             "--exclude",
             "lcam-tch",
             "--features",
-            "lcam-cli/burn",
+            "lcam-cli/burn,lcam-cli/cuda",
         ];
     } else {
         env = torch::ensure()?.cargo_env();
@@ -223,7 +227,7 @@ fn build_lcam(root: &Path, env: &[(String, std::ffi::OsString)]) -> Result<PathB
         "build",
         "--workspace",
         "--features",
-        "lcam-cli/tch,lcam-cli/burn",
+        "lcam-cli/tch,lcam-cli/burn,lcam-cli/cuda",
     ]);
     for (k, v) in env {
         c.env(k, v);
