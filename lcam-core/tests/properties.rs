@@ -191,3 +191,85 @@ fn a_state_for_another_model_is_rejected_naming_the_buffer() {
             .contains("steps_below")
     );
 }
+
+/// The ndarray tensor through the primitive operations only (no fused path): the reference the
+/// fused one-pass update must equal bit for bit.
+struct Primitives(ArrayD<f32>);
+
+impl lcam_core::UpdateTensor for Primitives {
+    fn dims(&self) -> Vec<usize> {
+        self.0.dims()
+    }
+    fn duplicate(&self) -> Self {
+        Primitives(self.0.duplicate())
+    }
+    fn add_scaled(&mut self, other: &Self, alpha: f64) {
+        self.0.add_scaled(&other.0, alpha);
+    }
+    fn scale(&mut self, alpha: f64) {
+        self.0.scale(alpha);
+    }
+}
+
+/// Three steps of `sgd_update` through the fused path and through the primitives.
+fn fused_vs_primitives(n: usize, seed: u64, h: &lcam_core::StepParams) {
+    use lcam_core::UpdateTensor as _;
+    let mut x = seed | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let v: Vec<f32> = (0..n).map(|_| next()).collect();
+    let mut fused = ArrayD::from_shape_vec(IxDyn(&[n]), v).expect("1-d");
+    let mut prim = Primitives(fused.clone());
+    let (mut bf, mut bp) = (None, None);
+    for _ in 0..3 {
+        let g: Vec<f32> = (0..n).map(|_| next()).collect();
+        let g = ArrayD::from_shape_vec(IxDyn(&[n]), g).expect("1-d");
+        lcam_core::sgd_update(&mut fused, &g, &mut bf, h);
+        lcam_core::sgd_update(&mut prim, &Primitives(g), &mut bp, h);
+    }
+    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&fused), bits(&prim.0), "parameters, {h:?}");
+    assert_eq!(
+        bf.as_ref().map(bits),
+        bp.as_ref().map(|b: &Primitives| bits(&b.0)),
+        "buffers, {h:?}"
+    );
+    assert_eq!(fused.dims(), vec![n]);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn fused_update_is_bit_identical_to_the_primitives(
+        n in 0usize..300,
+        seed in any::<u64>(),
+        lr in 0.0f64..1.0,
+        wd in prop_oneof![Just(0.0), 0.0f64..0.01],
+        mu in prop_oneof![Just(0.0), 0.0f64..0.99],
+        dampening in prop_oneof![Just(0.0), 0.0f64..0.5],
+        nesterov in any::<bool>(),
+    ) {
+        let h = lcam_core::StepParams { lr, weight_decay: wd, momentum: mu, dampening: if nesterov { 0.0 } else { dampening }, nesterov };
+        fused_vs_primitives(n, seed, &h);
+    }
+}
+
+#[test]
+fn fused_update_of_large_tensors_on_the_thread_pool_is_bit_identical() {
+    // Above the parallel threshold (2^15 elements), with and without weight decay / nesterov.
+    for (wd, nesterov, mu) in [(5e-4, false, 0.9), (0.0, true, 0.95), (1e-3, false, 0.0)] {
+        let h = lcam_core::StepParams {
+            lr: 0.1,
+            weight_decay: wd,
+            momentum: mu,
+            dampening: 0.0,
+            nesterov,
+        };
+        fused_vs_primitives(100_003, 7, &h);
+    }
+}
