@@ -7,7 +7,9 @@
 //! - `cargo xtask download` — fetch and verify CIFAR-10/100.
 //! - `cargo xtask equivalence` — every fixture through every adapter, as a table.
 //! - `cargo xtask reproduce` — the paper's Figures 3–5 as training runs, report and figures.
+//! - `cargo xtask bench`    — optimizer-step benchmarks vs plain SGD, the memory bound and PyTorch.
 
+mod bench;
 mod download;
 mod equivalence;
 mod reproduce;
@@ -55,6 +57,8 @@ enum Cmd {
     Libtorch,
     /// The paper's Figures 3–5 (SPEC §3) as `lcam train` runs: report.md and PNG/SVG figures.
     Reproduce(reproduce::ReproduceArgs),
+    /// Optimizer-step benchmarks (criterion + PyTorch), written into BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,6 +98,35 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Reproduce(args) => reproduce_cmd(&root, &args),
+        Cmd::Bench(args) => {
+            let torch = torch::ensure()?;
+            let md = bench::run(
+                &root,
+                &args,
+                &torch.cargo_env(),
+                &torch.python,
+                &target_dir(&root),
+            )?;
+            println!("{md}");
+            let doc = root.join("BENCHMARKS.md");
+            if !args.no_update {
+                bench::update_doc(&doc, bench::STEP, &md)?;
+            }
+            if args.train {
+                let data_dir = data_dir_or_default(None)?;
+                download::install(&download::cifar10(), &data_dir, None)?;
+                let lcam = build_lcam(&root, &torch.cargo_env())?;
+                let md = bench::train(&root, &args, &lcam, &torch.python, &data_dir)?;
+                println!("{md}");
+                if !args.no_update {
+                    bench::update_doc(&doc, bench::TRAIN, &md)?;
+                }
+            }
+            if !args.no_update {
+                eprintln!("xtask: BENCHMARKS.md updated");
+            }
+            Ok(())
+        }
         Cmd::Libtorch => {
             let env = torch::ensure()?;
             for (k, v) in env.cargo_env() {
@@ -236,11 +269,14 @@ fn build_lcam(root: &Path, env: &[(String, std::ffi::OsString)]) -> Result<PathB
     Ok(lcam_path(root))
 }
 
+/// Cargo's target directory.
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
 /// Where cargo puts the dev-profile `lcam` binary.
 fn lcam_path(root: &Path) -> PathBuf {
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    target.join("debug").join("lcam")
+    target_dir(root).join("debug").join("lcam")
 }
 
 fn golden(root: &Path) -> Result<()> {

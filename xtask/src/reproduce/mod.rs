@@ -16,6 +16,8 @@
 mod plot;
 mod report;
 
+pub use report::load_metrics;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
