@@ -19,7 +19,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lcam_cli::train::model::ModelSpec;
-use lcam_core::ndarray::{ArrayD, IxDyn, Zip};
+use lcam_core::ndarray::{ArrayD, IxDyn};
 use lcam_core::{Lcam, LcamConfig, StepParams, sgd_update};
 
 /// The trainable parameter shapes of a WRN (10 classes), in the models' order.
@@ -66,7 +66,10 @@ fn arrays(shapes: &[Vec<usize>], seed: u64, scale: f32) -> Vec<ArrayD<f32>> {
         .enumerate()
         .map(|(i, s)| {
             let n = s.iter().product();
-            let v = values(n, seed + i as u64).iter().map(|x| x * scale).collect();
+            let v = values(n, seed + i as u64)
+                .iter()
+                .map(|x| x * scale)
+                .collect();
             ArrayD::from_shape_vec(IxDyn(s), v).expect("shape")
         })
         .collect()
@@ -129,17 +132,23 @@ fn bench_model(c: &mut Criterion, model: &str) {
             b.iter(|| step(black_box(&mut params), &mut buffers))
         });
     }
-    // STREAM triad over as many elements, same thread pool.
+    // STREAM triad over as many elements, on the same thread pool in the same chunks as
+    // lcam-core's fused update.
     {
-        let mut a = ArrayD::<f32>::zeros(IxDyn(&[n]));
-        let bb = ArrayD::from_shape_vec(IxDyn(&[n]), values(n, 7)).expect("shape");
-        let cc = ArrayD::from_shape_vec(IxDyn(&[n]), values(n, 8)).expect("shape");
+        use rayon::prelude::*;
+        let mut a = vec![0f32; n];
+        let bb = values(n, 7);
+        let cc = values(n, 8);
         group.bench_function(BenchmarkId::new("triad", n), |b| {
             b.iter(|| {
-                Zip::from(&mut a)
-                    .and(&bb)
-                    .and(&cc)
-                    .par_for_each(|a, &b, &c| *a = c.mul_add(3.0, b));
+                a.par_chunks_mut(1 << 14)
+                    .zip(bb.par_chunks(1 << 14))
+                    .zip(cc.par_chunks(1 << 14))
+                    .for_each(|((a, b), c)| {
+                        for ((a, &b), &c) in a.iter_mut().zip(b).zip(c) {
+                            *a = b + 3.0 * c;
+                        }
+                    });
                 black_box(&a);
             })
         });
@@ -169,10 +178,14 @@ fn tch_benches(
             .enumerate()
             .map(|(i, s)| {
                 let s: Vec<i64> = s.iter().map(|&d| d as i64).collect();
-                root.var(&format!("p{i}"), &s, nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.1,
-                })
+                root.var(
+                    &format!("p{i}"),
+                    &s,
+                    nn::Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.1,
+                    },
+                )
             })
             .collect();
         let mut total = Tensor::zeros([], (Kind::Float, Device::Cpu));
@@ -217,7 +230,9 @@ fn burn_benches(
     n: usize,
 ) {
     use burn::module::{Param, ParamId};
-    use burn::optim::{GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig};
+    use burn::optim::{
+        GradientsParams, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
+    };
     use burn::tensor::{Device, Tensor, TensorData};
 
     let device = Device::flex();
@@ -228,7 +243,10 @@ fn burn_benches(
             .enumerate()
             .map(|(i, s)| {
                 let len: usize = s.iter().product();
-                let v: Vec<f32> = values(len, seed + i as u64).iter().map(|x| x * scale).collect();
+                let v: Vec<f32> = values(len, seed + i as u64)
+                    .iter()
+                    .map(|x| x * scale)
+                    .collect();
                 Tensor::from_data(TensorData::new(v, [len]), &device)
             })
             .collect()

@@ -6,6 +6,7 @@
 
 use ndarray::{Array, Dimension, ScalarOperand, Zip};
 use num_traits::Float;
+use rayon::prelude::*;
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The hyper-parameters of one step as the kernel sees them: the momentum is the one in force
@@ -159,45 +160,161 @@ impl<F: Scalar, D: Dimension> UpdateTensor for Array<F, D> {
     }
 
     fn fused_update(&mut self, grad: &Self, buffer: &mut Option<Self>, h: &StepParams) -> bool {
-        // The same roundings and fused multiply-adds as the primitive sequence, element by
-        // element: `add_scaled(o, a)` is `o.mul_add(a, s)`, `scale(a)` is `s * a`.
-        let neg_lr = F::of_f64(-h.lr);
-        let wd = (h.weight_decay != 0.0).then(|| F::of_f64(h.weight_decay));
-        let decay = move |p: F, g: F| wd.map_or(g, |wd| p.mul_add(wd, g));
-        let len = self.len();
+        let k = Fused::<F>::new(h);
         if h.momentum == 0.0 {
-            let z = Zip::from(&mut *self).and(grad);
-            let f = |p: &mut F, &g: &F| *p = decay(*p, g).mul_add(neg_lr, *p);
-            if len >= PARALLEL_MIN {
-                z.par_for_each(f);
-            } else {
-                z.for_each(f);
+            if let (Some(p), Some(g)) = (self.as_slice_mut(), grad.as_slice()) {
+                if p.len() >= PARALLEL_MIN {
+                    p.par_chunks_mut(CHUNK)
+                        .zip(g.par_chunks(CHUNK))
+                        .for_each(|(p, g)| plain_slices(&k, p, g));
+                } else {
+                    plain_slices(&k, p, g);
+                }
+                return true;
             }
+            Zip::from(&mut *self)
+                .and(grad)
+                .for_each(|p, &g| k.plain(p, g));
             return true;
         }
         // The first step copies the gradient into a new buffer: rare, left to the primitives.
         let Some(b) = buffer.as_mut() else {
             return false;
         };
-        let mu = F::of_f64(h.momentum);
-        let keep = F::of_f64(1.0 - h.dampening);
-        let nesterov = h.nesterov;
-        let z = Zip::from(&mut *self).and(grad).and(b);
-        let f = |p: &mut F, &g: &F, b: &mut F| {
-            let g = decay(*p, g);
-            *b = g.mul_add(keep, *b * mu);
-            let d = if nesterov { b.mul_add(mu, g) } else { *b };
-            *p = d.mul_add(neg_lr, *p);
-        };
-        if len >= PARALLEL_MIN {
-            z.par_for_each(f);
-        } else {
-            z.for_each(f);
+        if let (Some(p), Some(g), Some(b)) =
+            (self.as_slice_mut(), grad.as_slice(), b.as_slice_mut())
+        {
+            if p.len() >= PARALLEL_MIN {
+                p.par_chunks_mut(CHUNK)
+                    .zip(g.par_chunks(CHUNK))
+                    .zip(b.par_chunks_mut(CHUNK))
+                    .for_each(|((p, g), b)| momentum_slices(&k, p, g, b));
+            } else {
+                momentum_slices(&k, p, g, b);
+            }
+            return true;
         }
+        Zip::from(&mut *self)
+            .and(grad)
+            .and(b)
+            .for_each(|p, &g, b| k.momentum(p, g, b));
         true
     }
 }
 
-/// Tensors with at least this many elements are updated on rayon's thread pool (element-wise,
-/// so the result does not depend on the split).
+/// Tensors with at least this many elements are updated on rayon's thread pool, in chunks of
+/// [`CHUNK`] elements (element-wise, so the result does not depend on the split).
 const PARALLEL_MIN: usize = 1 << 15;
+/// Elements per parallel task (64 KiB of f32 per array).
+const CHUNK: usize = 1 << 14;
+
+/// The hyper-parameters of one fused update, rounded to the element type as the primitives
+/// round them: `add_scaled(o, a)` is `o.mul_add(a, s)`, `scale(a)` is `s * a`.
+#[derive(Debug, Clone, Copy)]
+struct Fused<F> {
+    neg_lr: F,
+    wd: Option<F>,
+    mu: F,
+    keep: F,
+    nesterov: bool,
+}
+
+impl<F: Scalar> Fused<F> {
+    fn new(h: &StepParams) -> Self {
+        Fused {
+            neg_lr: F::of_f64(-h.lr),
+            wd: (h.weight_decay != 0.0).then(|| F::of_f64(h.weight_decay)),
+            mu: F::of_f64(h.momentum),
+            keep: F::of_f64(1.0 - h.dampening),
+            nesterov: h.nesterov,
+        }
+    }
+
+    /// `g + λ·p` (or `g`).
+    #[inline(always)]
+    fn decay(&self, p: F, g: F) -> F {
+        match self.wd {
+            Some(wd) => p.mul_add(wd, g),
+            None => g,
+        }
+    }
+
+    /// μ = 0: `p ← p − η·g`.
+    #[inline(always)]
+    fn plain(&self, p: &mut F, g: F) {
+        *p = self.decay(*p, g).mul_add(self.neg_lr, *p);
+    }
+
+    /// With a buffer: `b ← μ·b + (1 − τ)·g`, `p ← p − η·(b or g + μ·b)`.
+    #[inline(always)]
+    fn momentum(&self, p: &mut F, g: F, b: &mut F) {
+        let g = self.decay(*p, g);
+        *b = g.mul_add(self.keep, *b * self.mu);
+        let d = if self.nesterov {
+            b.mul_add(self.mu, g)
+        } else {
+            *b
+        };
+        *p = d.mul_add(self.neg_lr, *p);
+    }
+}
+
+#[inline(always)]
+fn momentum_generic<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F], b: &mut [F]) {
+    for ((p, &g), b) in p.iter_mut().zip(g).zip(b.iter_mut()) {
+        k.momentum(p, g, b);
+    }
+}
+
+#[inline(always)]
+fn plain_generic<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F]) {
+    for (p, &g) in p.iter_mut().zip(g) {
+        k.plain(p, g);
+    }
+}
+
+// `mul_add` is one instruction only where the CPU has FMA; the x86-64 baseline lacks it, and the
+// generic loop then calls a (correctly rounded, much slower) software fma per operation. Both
+// give the same bits, so the dispatch below changes speed only.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn momentum_fma<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F], b: &mut [F]) {
+    momentum_generic(k, p, g, b);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn plain_fma<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F]) {
+    plain_generic(k, p, g);
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
+fn momentum_slices<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F], b: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            momentum_fma(k, p, g, b)
+        };
+        return;
+    }
+    momentum_generic(k, p, g, b);
+}
+
+fn plain_slices<F: Scalar>(k: &Fused<F>, p: &mut [F], g: &[F]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_fma() {
+        // SAFETY: the CPU supports AVX2 and FMA, checked at run time just above.
+        #[allow(unsafe_code)]
+        unsafe {
+            plain_fma(k, p, g)
+        };
+        return;
+    }
+    plain_generic(k, p, g);
+}
