@@ -252,6 +252,35 @@ fn read_file(
         // The file changed between stat and read.
         return Err(size_error(bytes.len() as u64));
     }
+    let parsed = parse_records(&bytes, kind, path)?;
+    ds.labels.extend_from_slice(&parsed.labels);
+    ds.coarse_labels.extend_from_slice(&parsed.coarse_labels);
+    ds.images.extend_from_slice(&parsed.images);
+    Ok(())
+}
+
+/// Parses the records of one CIFAR file already in memory (the byte-slice entry point of the
+/// reader, fuzzed by `fuzz/`): `bytes` must be a whole number of `kind` records with labels in
+/// range; `path` only names the source in errors. An empty slice gives an empty dataset.
+pub fn parse_records(bytes: &[u8], kind: CifarKind, path: &Path) -> Result<Dataset, DataError> {
+    let record = kind.record_bytes();
+    if !bytes.len().is_multiple_of(record) {
+        let records = bytes.len().div_ceil(record);
+        return Err(DataError::Size {
+            path: path.into(),
+            got: bytes.len() as u64,
+            expected: (records * record) as u64,
+            records,
+            record,
+        });
+    }
+    let n = bytes.len() / record;
+    let mut ds = Dataset {
+        images: Vec::with_capacity(n * IMAGE_BYTES),
+        labels: Vec::with_capacity(n),
+        coarse_labels: Vec::new(),
+        classes: kind.classes(),
+    };
     let label_offset = record - IMAGE_BYTES;
     for (i, r) in bytes.chunks_exact(record).enumerate() {
         let (label, which, max) = match kind {
@@ -282,7 +311,7 @@ fn read_file(
         ds.labels.push(label);
         ds.images.extend_from_slice(&r[label_offset..]);
     }
-    Ok(())
+    Ok(ds)
 }
 
 /// The marker file `write_synthetic` leaves: one `<file name> <records>` line per file.

@@ -11,7 +11,7 @@ pub mod tch_backend;
 
 use anyhow::{Result, bail};
 
-use run::{BackendKind, TrainArgs};
+use run::TrainArgs;
 
 /// Runs `lcam train`.
 pub fn command(args: &TrainArgs) -> Result<()> {
@@ -19,14 +19,14 @@ pub fn command(args: &TrainArgs) -> Result<()> {
     let mut prepared = run::prepare(args)?;
     match args.backend {
         #[cfg(feature = "tch")]
-        BackendKind::Tch => {
+        run::BackendKind::Tch => {
             let mut trainer = tch_backend::TchTrainer::new(&prepared.config, args.threads)?;
             prepared.config.parameters = trainer.param_count();
             prepared.config.backend_version = tch_backend::version();
             start(&prepared, args, &mut trainer)
         }
         #[cfg(feature = "burn")]
-        BackendKind::Burn => {
+        run::BackendKind::Burn => {
             let mut trainer = burn_backend::BurnTrainer::new(&prepared.config, args.threads)?;
             prepared.config.parameters = trainer.param_count();
             prepared.config.backend_version = burn_backend::version();
@@ -34,6 +34,7 @@ pub fn command(args: &TrainArgs) -> Result<()> {
         }
         #[allow(unreachable_patterns)]
         other => {
+            drop(prepared);
             let name = format!("{other:?}").to_lowercase();
             bail!(
                 "this `lcam` was built without the {name} backend: rebuild with `--features {name}` (cargo xtask does)"

@@ -1,0 +1,224 @@
+//! Bad input that the other test files do not cover (see `docs/bad-input.md` for the whole
+//! catalogue): unknown or malformed command-line values, a garbage trajectory, run directories
+//! that are not runs, a diverging run. Every case ends with exactly one `error: ` line on stderr,
+//! no panic, and a non-zero exit.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lcam_cli::data::cifar::{self, CifarKind, Split};
+
+fn lcam(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lcam"))
+        .args(args)
+        .env_remove("LCAM_TEST_FAILPOINT")
+        .output()
+        .expect("run lcam")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("utf8 path")
+}
+
+/// Asserts a failed run: exit status `code`, one `error: ` line naming `culprit`, no panic.
+fn assert_one_error(o: &Output, code: i32, culprit: &str, what: &str) {
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(code), "{what}: exit status; {e}");
+    let errors: Vec<&str> = e.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{what}: one error line: {e}");
+    assert!(
+        errors[0].contains(culprit),
+        "{what}: `{e}` names `{culprit}`"
+    );
+    assert!(
+        !e.contains("panicked") && !e.contains("RUST_BACKTRACE"),
+        "{what}: {e}"
+    );
+    assert!(!e.contains("Usage:"), "{what}: no usage block: {e}");
+}
+
+fn data() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Train, 20, 3).expect("train");
+    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Test, 10, 4).expect("test");
+    dir
+}
+
+#[test]
+fn unknown_values_flags_and_commands_are_one_line_usage_errors() {
+    let out = tempfile::tempdir().expect("out");
+    let o = p(out.path());
+    for (args, culprit) in [
+        (
+            vec!["train", "--out", o, "--backend", "jax"],
+            "possible values: tch, burn",
+        ),
+        (
+            vec!["train", "--out", o, "--dataset", "cifar11"],
+            "'cifar11'",
+        ),
+        (
+            vec!["train", "--out", o, "--optimizer", "adam"],
+            "possible values: lcam, sgd",
+        ),
+        (vec!["train", "--out", o, "--normalize", "none"], "'none'"),
+        (vec!["train", "--out", o, "--epochs", "-1"], "'-1'"),
+        (vec!["train", "--out", o, "--lr", "fast"], "invalid float"),
+        (vec!["train", "--out", o, "--batch-size", "1e3"], "'1e3'"),
+        (vec!["train", "--out", o, "--warp-speed"], "'--warp-speed'"),
+        (vec!["train"], "--out"),
+        (vec!["replay"], "--trace"),
+        (
+            vec!["replay", "--trace", "t.json", "--adapter", "onnx"],
+            "'onnx'",
+        ),
+        (vec!["fly"], "'fly'"),
+    ] {
+        assert_one_error(&lcam(&args), 2, culprit, &format!("{args:?}"));
+    }
+    // No command at all: the help, on stderr, exit 2.
+    let o = lcam(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("Usage: lcam"));
+    assert_eq!(std::fs::read_dir(out.path()).expect("ls").count(), 0);
+    // --help and --version are not errors.
+    let h = lcam(&["train", "--help"]);
+    assert!(h.status.success() && String::from_utf8_lossy(&h.stdout).contains("--resume"));
+    let v = lcam(&["--version"]);
+    assert!(v.status.success() && String::from_utf8_lossy(&v.stdout).starts_with("lcam "));
+}
+
+#[test]
+fn out_of_range_training_values_are_refused_before_anything_is_written() {
+    let d = data();
+    let out = tempfile::tempdir().expect("out");
+    let run = out.path().join("run");
+    for (extra, culprit) in [
+        (vec!["--epochs", "0"], "--epochs"),
+        (vec!["--dropout", "1"], "--dropout"),
+        (vec!["--lr=-0.1"], "lr"),
+        (vec!["--lr", "NaN"], "lr"),
+        (vec!["--weight-decay=-1"], "weight_decay"),
+        (vec!["--momentum-below=-0.5"], "momentum_below"),
+        (vec!["--momentum", "1"], "momentum"),
+        (vec!["--model", "resnet-50"], "resnet-50"),
+        (vec!["--model", "wrn-16-0"], "wrn-16-0"),
+        (vec!["--schedule", "exp:2@x"], "exp:2@x"),
+        (vec!["--schedule", "linear"], "linear"),
+        (vec!["--limit-train", "0"], "empty dataset"),
+    ] {
+        let mut args = vec!["train", "--data-dir", p(d.path()), "--out", p(&run)];
+        if !extra.contains(&"--model") {
+            args.extend(["--model", "wrn-10-1"]);
+        }
+        args.extend(extra.iter().copied());
+        assert_one_error(&lcam(&args), 1, culprit, &format!("{extra:?}"));
+        assert!(!run.exists(), "{extra:?}: --out created");
+    }
+}
+
+#[test]
+fn a_garbage_trajectory_or_trace_file_is_one_error() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+    let trace = root.join("quadratic_f32_cifar10.trace.json");
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(
+        &garbage,
+        "{\"format\": \"lcam-trajectory/1\", \"params\": [",
+    )
+    .expect("w");
+    let o = lcam(&["replay", "--trace", p(&trace), "--expect", p(&garbage)]);
+    assert_one_error(&o, 1, "garbage.json", "truncated trajectory");
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, "{\"format\": \"lcam-trajectory/9\"}").expect("w");
+    let o = lcam(&["replay", "--trace", p(&trace), "--expect", p(&other)]);
+    assert_one_error(&o, 1, "other.json", "foreign trajectory");
+    let o = lcam(&["replay", "--trace", p(&dir.path().join("missing.json"))]);
+    assert_one_error(&o, 1, "missing.json", "missing trace");
+    let binary = dir.path().join("binary.json");
+    std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x01]).expect("w");
+    let o = lcam(&["replay", "--trace", p(&binary)]);
+    assert_one_error(&o, 1, "binary.json", "binary trace");
+}
+
+/// The backend the remaining tests train with (either works).
+#[cfg(any(feature = "tch", feature = "burn"))]
+const BACKEND: &str = if cfg!(feature = "tch") { "tch" } else { "burn" };
+
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn train(data: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["train", "--backend", BACKEND];
+    if !extra.contains(&"--model") {
+        args.extend(["--model", "wrn-10-1"]);
+    }
+    args.extend([
+        "--data-dir",
+        p(data),
+        "--out",
+        p(out),
+        "--batch-size",
+        "16",
+        "--threads",
+        "1",
+    ]);
+    args.extend_from_slice(extra);
+    lcam(&args)
+}
+
+#[cfg(any(feature = "tch", feature = "burn"))]
+#[test]
+fn resuming_what_is_not_a_run_is_one_clear_error() {
+    let d = data();
+    let dir = tempfile::tempdir().expect("out");
+    // No run directory at all.
+    let none = dir.path().join("none");
+    let o = train(d.path(), &none, &["--resume"]);
+    assert_one_error(&o, 1, "--resume needs a run directory", "no directory");
+    assert!(!none.exists());
+    // A config.json that is not one.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir(&bad).expect("mkdir");
+    std::fs::write(bad.join("config.json"), "{\"backend\": \"tch\"").expect("w");
+    let o = train(d.path(), &bad, &["--resume"]);
+    assert_one_error(&o, 1, "config.json is corrupt", "corrupt config");
+    // A directory with other files is not replaced without --force.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).expect("mkdir");
+    std::fs::write(other.join("notes.txt"), "mine").expect("w");
+    let o = train(d.path(), &other, &[]);
+    assert_one_error(&o, 1, "already holds files", "foreign directory");
+    assert_eq!(
+        std::fs::read(other.join("notes.txt")).expect("kept"),
+        b"mine"
+    );
+    // LATEST naming nothing usable and no checkpoint to fall back to.
+    let run = dir.path().join("run");
+    let o = train(d.path(), &run, &["--epochs", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for e in std::fs::read_dir(&run).expect("ls").flatten() {
+        if e.file_name().to_string_lossy().starts_with("checkpoint-") {
+            std::fs::remove_dir_all(e.path()).expect("rm");
+        }
+    }
+    let o = train(d.path(), &run, &["--epochs", "2", "--resume"]);
+    assert_one_error(&o, 1, "no intact checkpoint", "checkpoints deleted");
+    // A checkpoint of another model: refused by the configuration check.
+    let o = train(
+        d.path(),
+        &run,
+        &["--epochs", "2", "--resume", "--model", "wrn-16-1"],
+    );
+    assert_one_error(&o, 1, "different configuration", "another model");
+}
+
+#[cfg(any(feature = "tch", feature = "burn"))]
+#[test]
+fn a_diverging_run_stops_at_the_first_non_finite_loss_with_one_error() {
+    let d = data();
+    let out = tempfile::tempdir().expect("out");
+    let o = train(d.path(), out.path(), &["--lr", "1e30", "--force"]);
+    assert_one_error(&o, 1, "non-finite loss", "diverging run");
+    // Nothing was checkpointed from the diverged epoch.
+    assert!(!out.path().join("LATEST").exists());
+}
