@@ -222,3 +222,70 @@ fn a_diverging_run_stops_at_the_first_non_finite_loss_with_one_error() {
     // Nothing was checkpointed from the diverged epoch.
     assert!(!out.path().join("LATEST").exists());
 }
+
+/// Found by fuzzing: a shape whose element count overflows `usize` panicked (debug builds) while
+/// the error message was being written. Now it is one clear error.
+#[test]
+fn a_trace_with_an_overflowing_shape_is_one_error() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+    let text = std::fs::read_to_string(root.join("quadratic_f64_fixed.trace.json")).expect("r");
+    let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["params"][0]["shape"] = serde_json::json!([4_294_967_296u64, 4_294_967_296u64, 2]);
+    let dir = tempfile::tempdir().expect("tmp");
+    let trace = dir.path().join("huge.trace.json");
+    std::fs::write(&trace, v.to_string()).expect("w");
+    let o = lcam(&["replay", "--trace", p(&trace)]);
+    assert_one_error(&o, 1, "more than usize::MAX", "overflowing shape");
+    // The same shape in a core optimizer state.
+    let state = serde_json::json!({
+        "format": "lcam-state/1", "dtype": "f32",
+        "config": {"lr": 0.1, "weight_decay": 0.0, "momentum_below": 0.9,
+                   "momentum_above": 0.95, "initial_momentum": 0.9},
+        "controller": {"epoch": 1, "count": 0, "sum": 0.0, "steps_below": 0, "phase": null},
+        "buffers": [{"shape": [4_294_967_296u64, 4_294_967_296u64, 2], "data": [1.0]}]
+    });
+    let state: lcam_core::LcamState<f32> = serde_json::from_value(state).expect("state");
+    let e = state.buffers[0]
+        .as_ref()
+        .expect("buffer")
+        .to_array("buffers[0]")
+        .expect_err("rejected");
+    assert!(e.to_string().contains("more than usize::MAX"), "{e}");
+}
+
+/// The reader's byte-slice entry point (the one `fuzz/` drives): sizes and labels are checked
+/// exactly as for files, and the error names the source.
+#[test]
+fn parse_records_checks_sizes_and_labels() {
+    use lcam_cli::data::cifar::{DataError, parse_records};
+    let src = Path::new("memory.bin");
+    let mut rec = vec![7u8];
+    rec.extend((0..3072).map(|i| (i % 251) as u8));
+    let ds = parse_records(&rec, CifarKind::Cifar10, src).expect("one record");
+    assert_eq!((ds.len(), ds.labels[0], ds.image(0)[300]), (1, 7, 49));
+    let e = parse_records(&rec[1..], CifarKind::Cifar10, src).expect_err("short");
+    assert!(
+        matches!(
+            e,
+            DataError::Size {
+                got: 3072,
+                expected: 3073,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("memory.bin"), "{e}");
+    // The same bytes as CIFAR-100 are a record and a half.
+    let e = parse_records(&rec, CifarKind::Cifar100, src).expect_err("cifar100");
+    assert!(matches!(e, DataError::Size { .. }), "{e}");
+    rec[0] = 10;
+    let e = parse_records(&rec, CifarKind::Cifar10, src).expect_err("label");
+    assert!(e.to_string().contains("record 0 has class label 10"), "{e}");
+    assert_eq!(
+        parse_records(&[], CifarKind::Cifar100, src)
+            .map(|d| d.len())
+            .ok(),
+        Some(0)
+    );
+}

@@ -47,7 +47,7 @@ impl<F: Scalar> TensorData<F> {
                     "data has {} elements, shape {:?} needs {}",
                     self.data.len(),
                     self.shape,
-                    self.shape.iter().product::<usize>()
+                    crate::trace::describe_elements(&self.shape)
                 ),
             }
         })

@@ -89,6 +89,16 @@ impl NamedTensor {
     }
 }
 
+/// The number of elements of `shape`, `None` when it overflows `usize` (untrusted input).
+pub(crate) fn shape_elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+}
+
+/// [`shape_elements`] for an error message.
+pub(crate) fn describe_elements(shape: &[usize]) -> String {
+    shape_elements(shape).map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
+}
+
 fn to_array<F: Scalar>(shape: &[usize], data: &[f64], location: &str) -> Result<ArrayD<F>> {
     ArrayD::from_shape_vec(IxDyn(shape), data.iter().map(|&v| F::of_f64(v)).collect()).map_err(
         |_| LcamError::InvalidTrace {
@@ -96,7 +106,7 @@ fn to_array<F: Scalar>(shape: &[usize], data: &[f64], location: &str) -> Result<
             message: format!(
                 "{} elements, shape {shape:?} needs {}",
                 data.len(),
-                shape.iter().product::<usize>()
+                describe_elements(shape)
             ),
         },
     )
@@ -230,20 +240,20 @@ impl Trace {
             ),
             other => other,
         })?;
-        let lens: Vec<usize> = self
+        let lens: Vec<Option<usize>> = self
             .params
             .iter()
-            .map(|p| p.shape.iter().product())
+            .map(|p| shape_elements(&p.shape))
             .collect();
         for (i, p) in self.params.iter().enumerate() {
-            if p.data.len() != lens[i] {
+            if Some(p.data.len()) != lens[i] {
                 return Err(bad(
                     format!("params[{i}].data (`{}`)", p.name),
                     format!(
                         "{} elements, shape {:?} needs {}",
                         p.data.len(),
                         p.shape,
-                        lens[i]
+                        describe_elements(&p.shape)
                     ),
                 ));
             }
@@ -287,14 +297,14 @@ impl Trace {
             for (i, g) in step.grads.iter().enumerate() {
                 if let Some(g) = g {
                     let loc = || format!("steps[{s}].grads[{i}] (`{}`)", self.params[i].name);
-                    if g.len() != lens[i] {
+                    if Some(g.len()) != lens[i] {
                         return Err(bad(
                             loc(),
                             format!(
                                 "{} elements, parameter shape {:?} needs {}",
                                 g.len(),
                                 self.params[i].shape,
-                                lens[i]
+                                describe_elements(&self.params[i].shape)
                             ),
                         ));
                     }
