@@ -26,7 +26,10 @@ fn check(bytes: &[u8], kind: CifarKind) {
         }
     }
     for i in 0..n {
-        assert_eq!(ds.image(i), &bytes[i * record + record - IMAGE_BYTES..(i + 1) * record]);
+        assert_eq!(
+            ds.image(i),
+            &bytes[i * record + record - IMAGE_BYTES..(i + 1) * record]
+        );
         assert_eq!(ds.labels[i], bytes[i * record + record - IMAGE_BYTES - 1]);
     }
 }
