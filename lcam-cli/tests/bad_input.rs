@@ -289,3 +289,67 @@ fn parse_records_checks_sizes_and_labels() {
         Some(0)
     );
 }
+
+/// `docs/bad-input.md` stays honest: every table row names at least one test, and every test it
+/// names (`short/file::name`, expanded through the file's own key) exists.
+#[test]
+fn the_bad_input_catalogue_names_only_existing_tests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let doc = std::fs::read_to_string(root.join("docs/bad-input.md")).expect("catalogue");
+    let files = [
+        ("core/spec", "lcam-core/tests/spec.rs"),
+        ("core/props", "lcam-core/tests/properties.rs"),
+        ("core/golden", "lcam-core/tests/golden.rs"),
+        ("tch/opt", "lcam-tch/tests/optimizer.rs"),
+        ("burn/record", "lcam-burn/tests/record.rs"),
+        ("burn/step", "lcam-burn/tests/step.rs"),
+        ("cli/train", "lcam-cli/tests/train.rs"),
+        ("cli/bad", "lcam-cli/tests/bad_input.rs"),
+        ("cli/rel", "lcam-cli/tests/reliability.rs"),
+        ("cli/replay", "lcam-cli/tests/replay.rs"),
+        ("cli/data", "lcam-cli/tests/data.rs"),
+        ("xtask/download", "xtask/src/download.rs"),
+        ("schedule", "lcam-cli/src/train/schedule.rs"),
+        ("model", "lcam-cli/src/train/model.rs"),
+        ("burn_backend", "lcam-cli/src/train/burn_backend.rs"),
+    ];
+    let mut rows = 0;
+    let mut named = 0;
+    for line in doc.lines() {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        if !line.starts_with("| ") || cells.len() < 3 || line.starts_with("| input") {
+            continue;
+        }
+        rows += 1;
+        let tests = cells[cells.len() - 1];
+        let mut found = 0;
+        for (key, path) in files {
+            let mut rest = tests;
+            while let Some(at) = rest.find(&format!("`{key}::")) {
+                let after = &rest[at + key.len() + 3..];
+                let end = after.find('`').expect("closing backtick");
+                let name = after[..end].rsplit("::").next().expect("name");
+                let src = std::fs::read_to_string(root.join(path)).expect(path);
+                assert!(
+                    src.contains(&format!("fn {name}(")),
+                    "{key}::{name}: no such test in {path}"
+                );
+                found += 1;
+                rest = &after[end..];
+            }
+        }
+        if tests.contains("`fuzz/fuzz_targets/") {
+            let start = tests.find("`fuzz/").expect("fuzz") + 1;
+            let end = start + tests[start..].find('`').expect("closing backtick");
+            assert!(
+                root.join(&tests[start..end]).is_file(),
+                "{}",
+                &tests[start..end]
+            );
+            found += 1;
+        }
+        assert!(found > 0, "a row without a test: {line}");
+        named += found;
+    }
+    assert!(rows >= 40 && named >= rows, "{rows} rows, {named} tests");
+}
