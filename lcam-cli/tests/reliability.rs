@@ -139,9 +139,13 @@ fn run_once(backend: &str, data: &Path, out: &Path, how: &Kill) -> Outcome {
         out,
         &[if resume { "--resume" } else { "--force" }],
     );
-    if let Kill::At(point, n) = how {
-        cmd.env("LCAM_TEST_FAILPOINT", format!("{point}:{n}"));
-    }
+    match how {
+        Kill::At(point, n) => cmd.env("LCAM_TEST_FAILPOINT", format!("{point}:{n}")),
+        // The backstop: never past a checkpoint's rename.
+        Kill::After(_) | Kill::WhenPartial => {
+            cmd.env("LCAM_TEST_FAILPOINT", "checkpoint-renamed:1")
+        }
+    };
     let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -172,6 +176,9 @@ fn run_once(backend: &str, data: &Path, out: &Path, how: &Kill) -> Outcome {
             });
         }
         assert!(start.elapsed() < deadline, "lcam hangs ({how:?})");
+        if let Ok(line) = rx.try_recv() {
+            break kill(child, line);
+        }
         match how {
             Kill::At(..) => {
                 if let Ok(line) = rx.recv_timeout(Duration::from_millis(20)) {
@@ -196,11 +203,13 @@ fn run_once(backend: &str, data: &Path, out: &Path, how: &Kill) -> Outcome {
     killed
 }
 
-/// The seeded kill plan: every checkpoint stage once, two mid-epoch failpoint kills, two kills
-/// at random times and one on sight of a `.partial` directory, shuffled; the kill after a
-/// committed checkpoint comes last. Only that kill and the timed ones (at most one epoch each:
-/// they fall within 100 ms + one epoch of the start) let the run advance, so it cannot finish
-/// before the plan is through and every planned point is reached.
+/// The seeded kill plan, in three rounds, one per epoch: nine kills that cannot let the run
+/// advance (each checkpoint stage before the commit, two mid-epoch steps, two random times, one
+/// on sight of a `.partial` directory; shuffled, three per round), the first two rounds closed
+/// by a kill right after a checkpoint is committed. The timed and `.partial` kills carry the
+/// `checkpoint-renamed` failpoint as a backstop, so whatever the machine's speed, no process
+/// but the round-closing ones commits a checkpoint: the run cannot finish before the plan is
+/// through, and every planned point is reached.
 fn plan(seed: u64, steps_per_epoch: u64, epoch_time: Duration) -> Vec<Kill> {
     let mut rng = Rng(seed);
     let mut kills: Vec<Kill> = CHECKPOINT_POINTS[..4]
@@ -212,14 +221,20 @@ fn plan(seed: u64, steps_per_epoch: u64, epoch_time: Duration) -> Vec<Kill> {
     }
     for _ in 0..2 {
         let ms = (epoch_time.as_millis() as u64).max(1);
-        kills.push(Kill::After(Duration::from_millis(100 + rng.below(ms))));
+        kills.push(Kill::After(Duration::from_millis(50 + rng.below(ms))));
     }
     kills.push(Kill::WhenPartial);
     for i in (1..kills.len()).rev() {
         kills.swap(i, rng.below(i as u64 + 1) as usize);
     }
-    kills.push(Kill::At(CHECKPOINT_POINTS[4], 1));
-    kills
+    let mut plan = Vec::new();
+    for (i, k) in kills.into_iter().enumerate() {
+        plan.push(k);
+        if i == 2 || i == 5 {
+            plan.push(Kill::At(CHECKPOINT_POINTS[4], 1));
+        }
+    }
+    plan
 }
 
 /// The files of a checkpoint that hold state (everything but `progress.json`, whose metric
@@ -311,15 +326,13 @@ fn kill_and_resume(backend: &str, seed: u64) {
         processes += 1;
         match run_once(backend, d.path(), &crashed, &how) {
             Outcome::Killed(why) => reached.push(why),
-            Outcome::Exited(o) => {
-                assert!(o.status.success(), "{how:?}: {}", stderr(&o));
-                // Finished early: the remaining kills would only restart a finished run.
-                break;
-            }
+            Outcome::Exited(o) => panic!(
+                "{how:?}: the process ended before it was killed: {}",
+                stderr(&o)
+            ),
         }
     }
-    // Every checkpoint stage and both mid-epoch steps were reached and killed there (progress is
-    // made only by `checkpoint-committed`, so the run cannot finish before them).
+    // Every checkpoint stage and both mid-epoch steps were reached and killed there.
     for point in CHECKPOINT_POINTS {
         assert!(
             reached
