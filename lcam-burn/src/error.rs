@@ -18,6 +18,11 @@ pub enum LcamBurnError {
         /// The loss tensor's shape.
         shape: Vec<usize>,
     },
+    /// `LcamHook::optimize` ran without a `record_loss` since the previous step.
+    #[error(
+        "no batch loss recorded for this step: call `LcamHook::record_loss` in `TrainStep::step`"
+    )]
+    NoLoss,
     /// The batch loss tensor could not be read back from its device.
     #[error("cannot read the batch loss: {message}")]
     LossRead {

@@ -50,19 +50,26 @@
 //! ## Burn's `Learner`
 //!
 //! `burn-train`'s `Learner` owns a plain `ModuleOptimizer` and calls
-//! `TrainStep::optimize(optim, lr, grads)` without the loss, so it cannot drive LCAM's phase
-//! rule. Write the training loop by hand (see `examples/train_mlp.rs`: forward, `backward`,
-//! `GradientsParams::from_grads`, [`LcamOptimizer::step`] with the loss) — the loop a `Learner`
-//! runs, with the loss handed to the optimizer.
+//! `TrainStep::optimize(optim, lr, grads)` without the loss. [`learner_optimizer`] returns the
+//! `ModuleOptimizer` to give it and an [`LcamHook`] for the model: `record_loss` in
+//! `TrainStep::step`, [`LcamHook::optimize`] in `TrainStep::optimize` (the momentum in force is
+//! applied, then the loss observed; epochs every `steps_per_epoch` steps). The hook's sequence is
+//! tested bit-identical to [`LcamOptimizer::step`]. For a hand-written loop, see
+//! `examples/train_mlp.rs`.
+//!
+//! Burn's CUDA backend (feature `cuda`) cannot be compiled on a machine without internet access:
+//! cubecl-cuda 0.11 builds cubecl-llvm, whose build script downloads a prebuilt LLVM 23 bundle.
 #![warn(missing_docs)]
 
 mod error;
 mod kernel;
+mod learner;
 mod optimizer;
 mod record;
 mod replay;
 
 pub use error::{LcamBurnError, Result};
+pub use learner::{LcamHook, learner_optimizer};
 pub use optimizer::{BatchLoss, LcamBurnConfig, LcamOptimizer, StepError};
 pub use record::RECORD_FORMAT;
 #[cfg(feature = "flex")]
