@@ -4,9 +4,16 @@
 //! - `config.json` — the resolved configuration (with versions and seed);
 //! - `metrics.csv` — one row per finished epoch;
 //! - `checkpoint-<epoch>/` — model + optimizer (backend files) and `progress.json` (epoch,
-//!   global step, lr, metrics, finished flag) after each epoch;
+//!   global step, lr, metrics, finished flag, and the size and FNV-1a checksum of every other
+//!   file) after each epoch; the newest and the one before it are kept;
 //! - `LATEST` — the name of the newest complete checkpoint, replaced atomically after the
-//!   checkpoint directory is fully written and synced. A torn checkpoint is never pointed at.
+//!   checkpoint directory is fully written and synced. A crash never leaves it pointing at a
+//!   torn checkpoint; one damaged later (size or checksum wrong, missing) is detected on
+//!   `--resume` and the previous checkpoint used, with a warning.
+//!
+//! A run killed at any point (SIGKILL included) and resumed gives the same parameters and
+//! metrics as an uninterrupted one: `lcam-cli/tests/reliability.rs` kills it at every stage of a
+//! checkpoint write through the `LCAM_TEST_FAILPOINT` hook (see `failpoint`).
 //!
 //! Data order and augmentation depend only on `(seed, epoch, batch)`, so a resumed run sees
 //! exactly the batches of an uninterrupted one.
