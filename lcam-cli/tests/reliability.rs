@@ -325,7 +325,20 @@ fn kill_and_resume(backend: &str, seed: u64) {
     for how in plan(seed, 13, epoch_time) {
         processes += 1;
         match run_once(backend, d.path(), &crashed, &how) {
-            Outcome::Killed(why) => reached.push(why),
+            Outcome::Killed(why) => {
+                // metrics.csv never runs ahead of the committed checkpoint.
+                let committed = std::fs::read_to_string(crashed.join("LATEST"))
+                    .ok()
+                    .and_then(|n| n.trim().strip_prefix("checkpoint-")?.parse::<usize>().ok())
+                    .unwrap_or(0);
+                let rows = std::fs::read_to_string(crashed.join("metrics.csv"))
+                    .map_or(0, |m| m.lines().count().saturating_sub(1));
+                assert!(
+                    rows <= committed,
+                    "{why}: {rows} metric rows, {committed} committed"
+                );
+                reached.push(why);
+            }
             Outcome::Exited(o) => panic!(
                 "{how:?}: the process ended before it was killed: {}",
                 stderr(&o)

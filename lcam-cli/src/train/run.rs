@@ -701,6 +701,14 @@ pub fn train(
                 progress.epochs_done
             );
         }
+        // The metrics of the epochs the run resumes from, not of any it will redo.
+        let metrics = out.join("metrics.csv");
+        if !progress.rows.is_empty() {
+            write_atomic(&metrics, csv(&progress.rows).as_bytes(), true)?;
+        } else if metrics.exists() {
+            std::fs::remove_file(&metrics)
+                .with_context(|| format!("cannot remove {}", metrics.display()))?;
+        }
     } else if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         if !force {
             let state = match latest_checkpoint(out).ok().flatten() {
@@ -809,12 +817,13 @@ pub fn train(
         progress.rows.push(row);
         progress.epochs_done = epoch + 1;
         progress.finished = progress.epochs_done == config.epochs;
+        // The checkpoint first: `metrics.csv` never shows an epoch that a resume would redo.
+        save_checkpoint(out, trainer, &progress)?;
         write_atomic(
             &out.join("metrics.csv"),
             csv(&progress.rows).as_bytes(),
             true,
         )?;
-        save_checkpoint(out, trainer, &progress)?;
     }
     write_atomic(
         &out.join("metrics.csv"),
