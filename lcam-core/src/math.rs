@@ -160,18 +160,11 @@ impl<F: Scalar, D: Dimension> UpdateTensor for Array<F, D> {
     }
 
     fn fused_update(&mut self, grad: &Self, buffer: &mut Option<Self>, h: &StepParams) -> bool {
-        let k = Fused::<F>::new(h);
         if h.momentum == 0.0 {
             if let (Some(p), Some(g)) = (self.as_slice_mut(), grad.as_slice()) {
-                if p.len() >= PARALLEL_MIN {
-                    p.par_chunks_mut(CHUNK)
-                        .zip(g.par_chunks(CHUNK))
-                        .for_each(|(p, g)| plain_slices(&k, p, g));
-                } else {
-                    plain_slices(&k, p, g);
-                }
-                return true;
+                return fused_update_slices(p, g, None, h);
             }
+            let k = Fused::<F>::new(h);
             Zip::from(&mut *self)
                 .and(grad)
                 .for_each(|p, &g| k.plain(p, g));
@@ -184,21 +177,59 @@ impl<F: Scalar, D: Dimension> UpdateTensor for Array<F, D> {
         if let (Some(p), Some(g), Some(b)) =
             (self.as_slice_mut(), grad.as_slice(), b.as_slice_mut())
         {
-            if p.len() >= PARALLEL_MIN {
-                p.par_chunks_mut(CHUNK)
-                    .zip(g.par_chunks(CHUNK))
-                    .zip(b.par_chunks_mut(CHUNK))
-                    .for_each(|((p, g), b)| momentum_slices(&k, p, g, b));
-            } else {
-                momentum_slices(&k, p, g, b);
-            }
-            return true;
+            return fused_update_slices(p, g, Some(b), h);
         }
+        let k = Fused::<F>::new(h);
         Zip::from(&mut *self)
             .and(grad)
             .and(b)
             .for_each(|p, &g, b| k.momentum(p, g, b));
         true
+    }
+}
+
+/// [`sgd_update`] over contiguous memory in one pass — for adapters whose tensors expose their
+/// storage (lcam-tch on CPU): `buffer` is the existing momentum buffer, or `None` for a step
+/// with μ = 0. Large slices are split over rayon's thread pool. The result is bit for bit that
+/// of the primitive sequence (property-tested). Returns `false`, changing nothing, when it does
+/// not apply: μ ≠ 0 without a buffer (the first step creates it: use [`sgd_update`]) or slices
+/// of different lengths.
+pub fn fused_update_slices<F: Scalar>(
+    param: &mut [F],
+    grad: &[F],
+    buffer: Option<&mut [F]>,
+    h: &StepParams,
+) -> bool {
+    let k = Fused::<F>::new(h);
+    let n = param.len();
+    if grad.len() != n {
+        return false;
+    }
+    match buffer {
+        None if h.momentum == 0.0 => {
+            if n >= PARALLEL_MIN {
+                param
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .for_each(|(p, g)| plain_slices(&k, p, g));
+            } else {
+                plain_slices(&k, param, grad);
+            }
+            true
+        }
+        Some(b) if h.momentum != 0.0 && b.len() == n => {
+            if n >= PARALLEL_MIN {
+                param
+                    .par_chunks_mut(CHUNK)
+                    .zip(grad.par_chunks(CHUNK))
+                    .zip(b.par_chunks_mut(CHUNK))
+                    .for_each(|((p, g), b)| momentum_slices(&k, p, g, b));
+            } else {
+                momentum_slices(&k, param, grad, b);
+            }
+            true
+        }
+        _ => false,
     }
 }
 
