@@ -148,8 +148,13 @@ fn run_target(root: &Path, target: &str, args: &FuzzArgs) -> Result<Report> {
         std::fs::File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
     let mut cmd = nightly_cargo();
     cmd.current_dir(&fuzz)
-        // Its own target directory: instrumented builds never mix with the workspace's.
-        .env("CARGO_TARGET_DIR", fuzz.join("target"))
+        // Its own target directory (inside the workspace's when that is set, so CI keeps it
+        // warm): instrumented builds never mix with the workspace's.
+        .env(
+            "CARGO_TARGET_DIR",
+            std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| fuzz.join("target"), |t| PathBuf::from(t).join("fuzz")),
+        )
         .args(["fuzz", "run", target])
         .arg(&corpus)
         .arg("--")

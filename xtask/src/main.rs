@@ -8,10 +8,12 @@
 //! - `cargo xtask equivalence` — every fixture through every adapter, as a table.
 //! - `cargo xtask reproduce` — the paper's Figures 3–5 as training runs, report and figures.
 //! - `cargo xtask bench`    — optimizer-step benchmarks vs plain SGD, the memory bound and PyTorch.
+//! - `cargo xtask fuzz`     — the cargo-fuzz targets (nightly), 1,000,000 runs each by default.
 
 mod bench;
 mod download;
 mod equivalence;
+mod fuzz;
 mod reproduce;
 mod torch;
 
@@ -59,6 +61,8 @@ enum Cmd {
     Reproduce(reproduce::ReproduceArgs),
     /// Optimizer-step benchmarks (criterion + PyTorch), written into BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// The cargo-fuzz targets of fuzz/ (CIFAR reader, traces, checkpoints), bounded.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Reproduce(args) => reproduce_cmd(&root, &args),
+        Cmd::Fuzz(args) => fuzz::run(&root, &args),
         Cmd::Bench(args) => {
             let torch = torch::ensure()?;
             let md = bench::run(
@@ -248,6 +253,15 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
         // `cargo test` just built `lcam` with every backend (its integration tests run it).
         equivalence::run(root, &lcam_path(root))?;
     }
+    // A short bounded fuzz pass (the full one is `cargo xtask fuzz`).
+    fuzz::run(
+        root,
+        &fuzz::FuzzArgs {
+            target: None,
+            runs: 50_000,
+            max_seconds: 60,
+        },
+    )?;
     eprintln!("xtask: all checks passed");
     Ok(())
 }
