@@ -42,6 +42,45 @@ impl<const D: usize> UpdateTensor for BurnTensor<D> {
     fn scale(&mut self, alpha: f64) {
         self.0 = self.0.clone().mul_scalar(alpha);
     }
+
+    /// The primitives' exact sequence of Burn ops, but moving each tensor into the op that
+    /// consumes it (the primitives work through `&mut self` and must clone, so every op
+    /// allocates): Burn then reuses a uniquely held buffer in place. Same ops in the same order,
+    /// so the same values bit for bit.
+    fn fused_update(&mut self, grad: &Self, buffer: &mut Option<Self>, h: &StepParams) -> bool {
+        if h.momentum != 0.0 && buffer.is_none() {
+            // The first step creates the buffer: left to the primitives.
+            return false;
+        }
+        // `grad` as a placeholder: a reference-count bump, not a copy.
+        let p = std::mem::replace(&mut self.0, grad.0.clone());
+        let g = if h.weight_decay != 0.0 {
+            grad.0.clone().add(p.clone().mul_scalar(h.weight_decay))
+        } else {
+            grad.0.clone()
+        };
+        let d = match buffer.take() {
+            Some(BurnTensor(b)) if h.momentum != 0.0 => {
+                let b = b
+                    .mul_scalar(h.momentum)
+                    .add(g.clone().mul_scalar(1.0 - h.dampening));
+                let d = if h.nesterov {
+                    g.add(b.clone().mul_scalar(h.momentum))
+                } else {
+                    b.clone()
+                };
+                *buffer = Some(BurnTensor(b));
+                d
+            }
+            // μ = 0: the buffer, if any, is left untouched.
+            other => {
+                *buffer = other;
+                g
+            }
+        };
+        self.0 = p.add(d.mul_scalar(-h.lr));
+        true
+    }
 }
 
 /// Per-parameter state: the momentum buffer. A parameter without state has not had its first
@@ -132,5 +171,75 @@ impl Optimizer for LcamTensorOptimizer {
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
         state.momentum = state.momentum.to_device(device);
         state
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use burn::tensor::TensorData;
+
+    /// The primitives only: what `fused_update` must equal bit for bit.
+    struct Prim(BurnTensor<1>);
+
+    impl UpdateTensor for Prim {
+        fn dims(&self) -> Vec<usize> {
+            self.0.dims()
+        }
+        fn duplicate(&self) -> Self {
+            Prim(self.0.duplicate())
+        }
+        fn add_scaled(&mut self, other: &Self, alpha: f64) {
+            self.0.add_scaled(&other.0, alpha);
+        }
+        fn scale(&mut self, alpha: f64) {
+            self.0.scale(alpha);
+        }
+    }
+
+    fn tensor(n: usize, seed: u32) -> Tensor<1> {
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5)
+            .collect();
+        Tensor::from_data(TensorData::new(v, [n]), &Device::flex())
+    }
+
+    fn bits(t: &Tensor<1>) -> Vec<u32> {
+        t.to_data()
+            .iter::<f32>()
+            .map(f32::to_bits)
+            .collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn fused_update_is_bit_identical_to_the_primitives() {
+        for (wd, mu, damp, nesterov) in [
+            (5e-4, 0.9, 0.0, false),
+            (0.0, 0.95, 0.1, false),
+            (1e-3, 0.9, 0.0, true),
+            (5e-4, 0.0, 0.0, false),
+        ] {
+            let h = StepParams {
+                lr: 0.1,
+                weight_decay: wd,
+                momentum: mu,
+                dampening: damp,
+                nesterov,
+            };
+            let mut fused = BurnTensor(tensor(1000, 1));
+            let mut prim = Prim(BurnTensor(tensor(1000, 1)));
+            let (mut bf, mut bp) = (None, None);
+            for k in 0..4 {
+                let g = tensor(1000, 100 + k);
+                sgd_update(&mut fused, &BurnTensor(g.clone()), &mut bf, &h);
+                sgd_update(&mut prim, &Prim(BurnTensor(g)), &mut bp, &h);
+            }
+            assert_eq!(bits(&fused.0), bits(&prim.0.0), "params, {h:?}");
+            assert_eq!(
+                bf.map(|b: BurnTensor<1>| bits(&b.0)),
+                bp.map(|b: Prim| bits(&b.0.0)),
+                "buffers, {h:?}"
+            );
+        }
     }
 }

@@ -188,9 +188,11 @@ fn tch_benches(
                 )
             })
             .collect();
+        // Gradients as training leaves them: dense, contiguous (the grad of Σ v·r is r).
         let mut total = Tensor::zeros([], (Kind::Float, Device::Cpu));
         for v in &vars {
-            total += (v * 0.01).sum(Kind::Float);
+            let r = Tensor::randn(v.size(), (Kind::Float, Device::Cpu)) * 0.01;
+            total += (v * r).sum(Kind::Float);
         }
         total.backward();
         vs

@@ -111,10 +111,10 @@ pub fn run(
         "bench",
         "--profile",
         "dev",
-        "--package",
-        "lcam-cli",
+        // The feature set of `cargo xtask test`, so the builds share every artifact.
+        "--workspace",
         "--features",
-        "tch,burn",
+        "lcam-cli/tch,lcam-cli/burn,lcam-cli/cuda",
         "--bench",
         "step",
         "--",
@@ -257,7 +257,10 @@ pub fn train(
     let burn_images = (args.train_images / 3).max(128);
     let _ = writeln!(
         md,
-        "`cargo xtask bench --train`: one epoch over the first {} CIFAR-10 training images          ({} for Burn), batch 128, 2 threads, the demo's augmentation; img/s of the training          steps as `lcam train` writes it to metrics.csv (first step included), PyTorch's after          a 3-step warm-up (`scripts/pt_wrn_train.py`).\n",
+        "`cargo xtask bench --train`: one epoch over the first {} CIFAR-10 training images \
+         ({} for Burn), batch 128, 2 threads, the demo's augmentation; img/s of the training \
+         steps as `lcam train` writes it to metrics.csv (first step included), PyTorch's after \
+         a 3-step warm-up (`scripts/pt_wrn_train.py`).\n",
         args.train_images, burn_images
     );
     let _ = writeln!(
