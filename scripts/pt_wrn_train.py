@@ -2,8 +2,9 @@
 """PyTorch reference for `cargo xtask bench --train`: trains lcam-cli's WRN (the model of
 pt_wrn_throughput.py) on real CIFAR-10 with the demo's augmentation (zero-pad 4 + random 32×32
 crop, horizontal flip p = 0.5, ImageNet normalisation), batch 128, SGD lr 0.1 momentum 0.9
-weight decay 5e-4, and prints {"img_per_s": …} over the training steps after a 3-step warm-up —
-the figure `lcam train` writes to metrics.csv, augmentation included.
+weight decay 5e-4, and prints {"img_per_s": …} over all training steps of the epoch, the first
+included — measured as `lcam train` measures the figure it writes to metrics.csv, augmentation
+included.
 
   ~/.cache/lcam/torch-2.13.0/bin/python scripts/pt_wrn_train.py --model wrn-16-1 \
       --data ~/.cache/lcam/data --images 3840 --threads 2
@@ -62,7 +63,7 @@ def main():
     x, y = load_cifar10(a.data, a.images)
     g = torch.Generator().manual_seed(0)
     perm = torch.randperm(len(x), generator=g)
-    warm, seen, t0 = 3, 0, None
+    warm, seen, t0 = 0, 0, None
     for s, i in enumerate(range(0, len(x), 128)):
         if s == warm:
             t0 = time.perf_counter()

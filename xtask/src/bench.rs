@@ -259,8 +259,8 @@ pub fn train(
         md,
         "`cargo xtask bench --train`: one epoch over the first {} CIFAR-10 training images \
          ({} for Burn), batch 128, 2 threads, the demo's augmentation; img/s of the training \
-         steps as `lcam train` writes it to metrics.csv (first step included), PyTorch's after \
-         a 3-step warm-up (`scripts/pt_wrn_train.py`).\n",
+         steps of the epoch, the first included, for both (`lcam train`'s metrics.csv; \
+         `scripts/pt_wrn_train.py`).\n",
         args.train_images, burn_images
     );
     let _ = writeln!(
