@@ -25,26 +25,7 @@ use lcam_core::{Lcam, LcamConfig, StepParams, sgd_update};
 /// The trainable parameter shapes of a WRN (10 classes), in the models' order.
 fn wrn_shapes(name: &str) -> Vec<Vec<usize>> {
     let spec: ModelSpec = name.parse().expect("a valid WRN name");
-    let w = spec.widths();
-    let mut s = vec![vec![16, 3, 3, 3]];
-    for g in 0..3 {
-        let (cin, cout) = (w[g], w[g + 1]);
-        for b in 0..spec.blocks_per_group() {
-            let i = if b == 0 { cin } else { cout };
-            s.extend([vec![i], vec![i], vec![cout, i, 3, 3]]);
-            s.extend([vec![cout], vec![cout], vec![cout, cout, 3, 3]]);
-            if i != cout {
-                s.push(vec![cout, i, 1, 1]);
-            }
-        }
-    }
-    s.extend([vec![w[3]], vec![w[3]], vec![10, w[3]], vec![10]]);
-    assert_eq!(
-        s.iter().map(|v| v.iter().product::<usize>()).sum::<usize>(),
-        spec.param_count(10),
-        "{name}: shapes disagree with ModelSpec::param_count"
-    );
-    s
+    spec.param_shapes(10)
 }
 
 /// Deterministic values in [-1, 1).

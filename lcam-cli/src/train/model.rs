@@ -75,22 +75,34 @@ impl ModelSpec {
         [16, 16 * self.widen, 32 * self.widen, 64 * self.widen]
     }
 
-    /// Trainable parameters (conv weights, BN weight and bias, linear weight and bias), the
-    /// number both backends' models must have. WRN-28-10 with 10 classes: 36,479,194.
-    pub fn param_count(&self, classes: usize) -> usize {
+    /// The shapes of the trainable parameters, in the models' order: stem conv, then per block
+    /// BN1 weight and bias, conv1, BN2 weight and bias, conv2 and the 1×1 shortcut conv where
+    /// the width changes; final BN weight and bias, linear weight and bias.
+    pub fn param_shapes(&self, classes: usize) -> Vec<Vec<usize>> {
         let w = self.widths();
-        let mut total = 3 * 16 * 9;
+        let mut s = vec![vec![16, 3, 3, 3]];
         for g in 0..3 {
             let (cin, cout) = (w[g], w[g + 1]);
             for b in 0..self.blocks_per_group() {
                 let i = if b == 0 { cin } else { cout };
-                total += 2 * i + i * cout * 9 + 2 * cout + cout * cout * 9;
+                s.extend([vec![i], vec![i], vec![cout, i, 3, 3]]);
+                s.extend([vec![cout], vec![cout], vec![cout, cout, 3, 3]]);
                 if i != cout {
-                    total += i * cout; // 1×1 shortcut
+                    s.push(vec![cout, i, 1, 1]); // 1×1 shortcut
                 }
             }
         }
-        total + 2 * w[3] + w[3] * classes + classes
+        s.extend([vec![w[3]], vec![w[3]], vec![classes, w[3]], vec![classes]]);
+        s
+    }
+
+    /// Trainable parameters (conv weights, BN weight and bias, linear weight and bias), the
+    /// number both backends' models must have. WRN-28-10 with 10 classes: 36,479,194.
+    pub fn param_count(&self, classes: usize) -> usize {
+        self.param_shapes(classes)
+            .iter()
+            .map(|s| s.iter().product::<usize>())
+            .sum()
     }
 }
 
