@@ -106,6 +106,8 @@ fn out_of_range_training_values_are_refused_before_anything_is_written() {
         (vec!["--schedule", "exp:2@x"], "exp:2@x"),
         (vec!["--schedule", "linear"], "linear"),
         (vec!["--limit-train", "0"], "empty dataset"),
+        (vec!["--step", "cuda"], "--device cuda"),
+        (vec!["--step", "cuda", "--backend", "burn"], "--backend tch"),
     ] {
         let mut args = vec!["train", "--data-dir", p(d.path()), "--out", p(&run)];
         if !extra.contains(&"--model") {
@@ -301,6 +303,7 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
         ("core/props", "lcam-core/tests/properties.rs"),
         ("core/golden", "lcam-core/tests/golden.rs"),
         ("tch/opt", "lcam-tch/tests/optimizer.rs"),
+        ("tch/cuda", "lcam-tch/tests/cuda_step.rs"),
         ("burn/record", "lcam-burn/tests/record.rs"),
         ("burn/step", "lcam-burn/tests/step.rs"),
         ("cli/train", "lcam-cli/tests/train.rs"),

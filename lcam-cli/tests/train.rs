@@ -230,6 +230,67 @@ mod tch {
     fn cifar100_trains() {
         cifar100_run("tch");
     }
+
+    /// A run directory written before `--step` existed (no `step` in `config.json`) resumes:
+    /// the step defaults to `native` and may differ on resume anyway.
+    #[test]
+    fn a_config_without_the_step_field_resumes() {
+        let d = data(CifarKind::Cifar10, 40);
+        let out = tempfile::tempdir().expect("out");
+        let o = train("tch", d.path(), out.path(), &["--epochs", "1", "--force"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let path = out.path().join("config.json");
+        let mut cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).expect("config")).expect("json");
+        assert_eq!(cfg["step"], "native");
+        cfg.as_object_mut().expect("object").remove("step");
+        std::fs::write(&path, serde_json::to_string_pretty(&cfg).expect("json")).expect("write");
+        let o = train("tch", d.path(), out.path(), &["--epochs", "2", "--resume"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).expect("csv");
+        assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    }
+
+    /// `--step cuda` (lcam-cuda's fused kernels on tch's CUDA tensors) trains, writes the
+    /// usual checkpoint, and the run resumes with `--step native` — and the other way round;
+    /// the step is recorded in `config.json`. Needs a GPU.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn the_cuda_step_trains_and_hands_over_to_the_native_step() {
+        if !::tch::Cuda::is_available() {
+            eprintln!("SKIPPED: no CUDA device (tch::Cuda::is_available() is false)");
+            return;
+        }
+        let d = data(CifarKind::Cifar10, 40);
+        for (first, then) in [("cuda", "native"), ("native", "cuda")] {
+            let out = tempfile::tempdir().expect("out");
+            let o = train(
+                "tch",
+                d.path(),
+                out.path(),
+                &[
+                    "--device", "cuda", "--step", first, "--epochs", "1", "--force",
+                ],
+            );
+            assert!(o.status.success(), "{}", stderr(&o));
+            let cfg = std::fs::read_to_string(out.path().join("config.json")).expect("config");
+            assert!(cfg.contains(&format!("\"step\": \"{first}\"")), "{cfg}");
+            let o = train(
+                "tch",
+                d.path(),
+                out.path(),
+                &[
+                    "--device", "cuda", "--step", then, "--epochs", "2", "--resume",
+                ],
+            );
+            assert!(o.status.success(), "{first} then {then}: {}", stderr(&o));
+            let metrics = std::fs::read_to_string(out.path().join("metrics.csv")).expect("csv");
+            assert_eq!(metrics.lines().count(), 3, "{metrics}");
+            let last = metrics.lines().last().expect("row");
+            let below: f64 = last.split(',').nth(6).expect("below").parse().expect("f64");
+            assert!((0.0..=1.0).contains(&below), "{last}");
+        }
+    }
 }
 
 #[cfg(feature = "burn")]

@@ -57,6 +57,11 @@ pub enum Error {
     /// libtorch reported an error (e.g. out of device memory).
     #[error("libtorch: {0}")]
     Torch(#[from] TchError),
+    /// lcam-cuda reported an error: no driver or NVRTC, a compilation or launch failure, a
+    /// state it cannot hold (feature `cuda`).
+    #[cfg(feature = "cuda")]
+    #[error("CUDA step: {0}")]
+    Cuda(#[from] lcam_cuda::LcamCudaError),
 }
 
 /// `Result` with [`enum@Error`].

@@ -56,16 +56,20 @@
 //! script (see this crate's `build.rs`).
 #![warn(missing_docs)]
 
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 mod kernel;
 mod optimizer;
 mod replay;
 mod state;
 
+#[cfg(feature = "cuda")]
+pub use cuda::CudaStep;
 pub use error::{Error, Result};
 pub use optimizer::{Lcam, Loss};
 pub use replay::replay;
-pub use state::STATE_FORMAT;
+pub use state::{CoreScalar, STATE_FORMAT};
 
 pub use lcam_core::{EpochStats, LcamConfig, Phase, StepReport};
 

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lcam_core::{ControllerState, LcamConfig, LcamError, PhasedMomentum};
+use lcam_core::{ControllerState, LcamConfig, LcamError, LcamState, PhasedMomentum, TensorData};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -280,5 +280,94 @@ fn summary<'a>(names: impl Iterator<Item = &'a str>) -> String {
         format!("{}, …", shown.join(", "))
     } else {
         shown.join(", ")
+    }
+}
+
+/// A tch dtype lcam-core can hold a state of (`f32`, `f64`).
+pub trait CoreScalar: lcam_core::Scalar + tch::kind::Element + Default {}
+impl CoreScalar for f32 {}
+impl CoreScalar for f64 {}
+
+impl Lcam {
+    /// The whole state in lcam-core's format (`lcam-state/1`, [`LcamState`]), buffers copied to
+    /// the host — what lcam-core's `Lcam` and lcam-cuda's `CudaLcam` load. Every parameter must
+    /// have dtype `F` ([`Error::Tensor`] names the first that has not).
+    pub fn core_state<F: CoreScalar>(&self) -> Result<LcamState<F>> {
+        let mut buffers = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let p = &s.param.0;
+            if p.kind() != F::KIND {
+                return Err(Error::Tensor {
+                    tensor: s.name.clone(),
+                    message: format!("dtype {:?}, the state asked for {}", p.kind(), F::DTYPE),
+                });
+            }
+            buffers.push(match &s.buffer {
+                None => None,
+                Some(b) => {
+                    let cpu = b.0.f_to_device(Device::Cpu)?.f_contiguous()?;
+                    let n = cpu.numel();
+                    let mut data = vec![F::default(); n];
+                    cpu.f_copy_data(&mut data, n)?;
+                    Some(TensorData {
+                        shape: p.size().iter().map(|&d| d as usize).collect(),
+                        data,
+                    })
+                }
+            });
+        }
+        Ok(LcamState {
+            format: LcamState::<F>::FORMAT.to_string(),
+            dtype: F::DTYPE.to_string(),
+            config: self.config,
+            controller: self.controller.state(),
+            buffers,
+        })
+    }
+
+    /// Restores a state in lcam-core's format into this optimizer (buffers placed on each
+    /// parameter's device), validated exactly as lcam-core's `Lcam::from_state` validates it
+    /// (format, dtype, configuration, controller, buffer count and shapes); on error nothing
+    /// changed. Continuing is bit-identical to continuing the optimizer the state came from,
+    /// where that one computes as this one does.
+    pub fn load_core_state<F: CoreScalar>(&mut self, state: &LcamState<F>) -> Result<()> {
+        let mut zeros = Vec::with_capacity(self.slots.len());
+        for s in &self.slots {
+            let p = &s.param.0;
+            if p.kind() != F::KIND {
+                return Err(Error::Tensor {
+                    tensor: s.name.clone(),
+                    message: format!("dtype {:?}, the state holds {}", p.kind(), F::DTYPE),
+                });
+            }
+            let shape: Vec<usize> = p.size().iter().map(|&d| d as usize).collect();
+            zeros.push(lcam_core::ndarray::ArrayD::<F>::from_elem(
+                lcam_core::ndarray::IxDyn(&shape),
+                F::default(),
+            ));
+        }
+        let core = lcam_core::Lcam::from_state(state, &zeros)?;
+        drop(zeros);
+        let mut buffers = Vec::with_capacity(self.slots.len());
+        for (s, b) in self.slots.iter().zip(core.buffers()) {
+            buffers.push(match b {
+                None => None,
+                Some(a) => {
+                    let flat: Vec<F> = a.iter().copied().collect();
+                    let t = Tensor::f_from_slice(&flat)?
+                        .f_view(s.param.0.size().as_slice())?
+                        .f_to_device(s.param.0.device())?;
+                    Some(TchTensor(t))
+                }
+            });
+        }
+        self.config = *core.config();
+        self.controller = core.controller().clone();
+        // lcam-core's rule: `start_epoch` is a no-op while the epoch observed nothing.
+        self.epoch_started = false;
+        for (s, b) in self.slots.iter_mut().zip(buffers) {
+            s.buffer = b;
+        }
+        Ok(())
     }
 }

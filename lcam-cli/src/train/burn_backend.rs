@@ -342,12 +342,13 @@ impl Trainer for BurnTrainer {
         Ok((loss, correct(logits, y)?))
     }
 
-    fn start_epoch(&mut self) {
+    fn start_epoch(&mut self) -> Result<()> {
         self.opt.start_epoch();
+        Ok(())
     }
 
-    fn epoch_stats(&self) -> EpochStats {
-        self.opt.epoch_stats()
+    fn epoch_stats(&self) -> Result<EpochStats> {
+        Ok(self.opt.epoch_stats())
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -396,6 +397,7 @@ mod tests {
         RunConfig {
             backend: BackendKind::Burn,
             device: "cpu".into(),
+            step: Default::default(),
             dataset,
             model: model.parse().expect("model"),
             dropout: 0.0,
@@ -571,11 +573,11 @@ mod tests {
         let cfg = config("wrn-10-1", CifarKind::Cifar10);
         let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
         let before = values(&t);
-        t.start_epoch();
+        t.start_epoch().expect("epoch");
         let b0 = batch(4, 0);
         let (l0, c0) = t.train_step(&b0, 0.1).expect("step");
         assert!(l0.is_finite() && l0 > 0.0 && c0 <= 4);
-        assert_eq!(t.epoch_stats().steps, 1);
+        assert_eq!(t.epoch_stats().expect("stats").steps, 1);
         assert!(values(&t) != before, "the step changed nothing");
         // Evaluation is deterministic, sums over the batch, and leaves the model alone.
         let after = values(&t);
@@ -610,7 +612,10 @@ mod tests {
             assert_eq!(a.1, c.1);
         }
         assert!(values(&u) == values(&t));
-        assert_eq!(t.epoch_stats(), u.epoch_stats());
+        assert_eq!(
+            t.epoch_stats().expect("stats"),
+            u.epoch_stats().expect("stats")
+        );
         assert_eq!(
             t.evaluate(&b0).expect("eval").0.to_bits(),
             u.evaluate(&b0).expect("eval").0.to_bits()

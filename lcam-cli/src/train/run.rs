@@ -57,6 +57,18 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// Who performs the optimizer step of a tch run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StepKind {
+    /// lcam-tch's step: libtorch ops, the loss read on the host to decide the momentum.
+    #[default]
+    Native,
+    /// lcam-cuda's fused kernels on tch's CUDA tensors, the momentum decided on the device
+    /// (`--backend tch --device cuda[:N]`, a binary built with the `cuda` feature).
+    Cuda,
+}
+
 /// Which normalisation statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -76,6 +88,11 @@ pub struct TrainArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Optimizer step of a tch run on CUDA: `native` (lcam-tch) or `cuda` (lcam-cuda's fused
+    /// kernels on tch's tensors). Checkpoints are the same files either way: a run may resume
+    /// with the other.
+    #[arg(long, value_enum, default_value_t = StepKind::Native)]
+    pub step: StepKind,
     /// Dataset.
     #[arg(long, value_enum, default_value_t = CifarKind::Cifar10)]
     pub dataset: CifarKind,
@@ -149,6 +166,9 @@ pub struct RunConfig {
     pub backend: BackendKind,
     /// Device string.
     pub device: String,
+    /// Who performs the optimizer step (may change on `--resume`).
+    #[serde(default)]
+    pub step: StepKind,
     /// Dataset.
     pub dataset: CifarKind,
     /// Model.
@@ -189,6 +209,7 @@ impl RunConfig {
         for v in [&mut a, &mut b] {
             if let Some(o) = v.as_object_mut() {
                 o.remove("epochs");
+                o.remove("step");
                 o.remove("lcam_version");
                 o.remove("backend_version");
             }
@@ -277,9 +298,9 @@ pub trait Trainer {
     /// Evaluation of a batch: summed loss and correct predictions.
     fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)>;
     /// Starts an epoch (the controller's mean reset).
-    fn start_epoch(&mut self);
-    /// The controller's diagnostics of the current epoch.
-    fn epoch_stats(&self) -> EpochStats;
+    fn start_epoch(&mut self) -> Result<()>;
+    /// The controller's diagnostics of the current epoch (may read them from a device).
+    fn epoch_stats(&self) -> Result<EpochStats>;
     /// Writes model and optimizer into the (new, empty) directory `dir`.
     fn save(&self, dir: &Path) -> Result<()>;
     /// Restores model and optimizer from `dir`.
@@ -307,6 +328,17 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
     }
     if args.epochs == 0 {
         bail!("--epochs must be >= 1");
+    }
+    if args.step == StepKind::Cuda {
+        if args.backend != BackendKind::Tch {
+            bail!("--step cuda steps tch's CUDA tensors: it needs --backend tch");
+        }
+        if !args.device.starts_with("cuda") {
+            bail!(
+                "--step cuda needs --device cuda or cuda:N (the fused kernels run on a GPU), got --device {}",
+                args.device
+            );
+        }
     }
     if !(0.0..1.0).contains(&args.dropout) {
         bail!("--dropout {} must be in [0, 1)", args.dropout);
@@ -349,6 +381,7 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
         config: RunConfig {
             backend: args.backend,
             device: args.device.clone(),
+            step: args.step,
             dataset: args.dataset,
             model,
             dropout: args.dropout,
@@ -742,7 +775,7 @@ pub fn train(
     let tty = std::io::stderr().is_terminal();
     for epoch in progress.epochs_done..config.epochs {
         let t0 = Instant::now();
-        trainer.start_epoch();
+        trainer.start_epoch()?;
         let bar = ProgressBar::new(steps_per_epoch);
         if tty {
             bar.set_style(
@@ -772,7 +805,7 @@ pub fn train(
             failpoint("step");
             seen += batch.len();
             correct += c;
-            let s = trainer.epoch_stats();
+            let s = trainer.epoch_stats()?;
             bar.inc(1);
             bar.set_message(format!(
                 "loss {loss:.4} (mean {:.4}) lr {lr:.2e} below {:.0}% {:.0} img/s",
@@ -783,7 +816,7 @@ pub fn train(
         }
         bar.finish_and_clear();
         let train_secs = t0.elapsed().as_secs_f64();
-        let stats = trainer.epoch_stats();
+        let stats = trainer.epoch_stats()?;
         let (mut test_loss, mut test_correct) = (0.0, 0usize);
         for batch in Loader::new(test.clone(), loader(false), 0, 0) {
             let (l, c) = trainer.evaluate(&batch)?;

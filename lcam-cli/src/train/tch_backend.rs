@@ -8,7 +8,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::model::ModelSpec;
-use super::run::{RunConfig, Trainer};
+use super::run::{RunConfig, StepKind, Trainer};
 use crate::data::loader::Batch;
 
 /// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist.
@@ -159,7 +159,12 @@ impl ModuleT for Wrn {
 pub struct TchTrainer {
     vs: nn::VarStore,
     net: Wrn,
+    /// lcam-tch's optimizer: steps the model with `--step native`; with `--step cuda` it only
+    /// holds the state for checkpoints (the same file either way).
     opt: lcam_tch::Lcam,
+    /// `--step cuda`: lcam-cuda's fused kernels on the model's CUDA tensors.
+    #[cfg(feature = "cuda")]
+    fused: Option<lcam_tch::CudaStep>,
 }
 
 impl std::fmt::Debug for TchTrainer {
@@ -181,7 +186,26 @@ impl TchTrainer {
         let vs = nn::VarStore::new(dev);
         let net = Wrn::new(&vs.root(), cfg.model, cfg.dataset.classes(), cfg.dropout);
         let opt = lcam_tch::Lcam::new(&vs, cfg.lcam)?;
-        Ok(Self { vs, net, opt })
+        #[cfg(feature = "cuda")]
+        let fused = match cfg.step {
+            StepKind::Native => None,
+            StepKind::Cuda => Some(
+                lcam_tch::CudaStep::new(&opt).context("--step cuda: setting up the fused step")?,
+            ),
+        };
+        #[cfg(not(feature = "cuda"))]
+        if cfg.step == StepKind::Cuda {
+            bail!(
+                "this `lcam` was built without lcam-cuda: rebuild with `--features cuda` for --step cuda"
+            );
+        }
+        Ok(Self {
+            vs,
+            net,
+            opt,
+            #[cfg(feature = "cuda")]
+            fused,
+        })
     }
 
     /// Trainable parameters.
@@ -217,6 +241,24 @@ impl Trainer for TchTrainer {
         let (x, y) = self.inputs(batch);
         let logits = self.net.forward_t(&x, true);
         let loss = logits.cross_entropy_for_logits(&y);
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &mut self.fused {
+            fused.set_lr(lr)?;
+            // Queued behind the backward pass; the host reads the loss below for the metrics
+            // only (a non-finite one made the device skip the step).
+            fused.backward_step(&loss)?;
+            let c = tch::no_grad(|| correct(&logits, &y))?;
+            let value = loss.f_double_value(&[])?;
+            if !value.is_finite() {
+                let s = fused.epoch_stats()?;
+                bail!(
+                    "non-finite batch loss {value} in epoch {} after {} steps (the device skipped the step)",
+                    s.epoch,
+                    s.steps
+                );
+            }
+            return Ok((value, c));
+        }
         self.opt.set_lr(lr)?;
         self.opt.backward_step(&loss)?;
         let c = tch::no_grad(|| correct(&logits, &y))?;
@@ -237,18 +279,38 @@ impl Trainer for TchTrainer {
         })
     }
 
-    fn start_epoch(&mut self) {
+    fn start_epoch(&mut self) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &mut self.fused {
+            return Ok(fused.start_epoch()?);
+        }
         self.opt.start_epoch();
+        Ok(())
     }
 
-    fn epoch_stats(&self) -> EpochStats {
-        self.opt.epoch_stats()
+    fn epoch_stats(&self) -> Result<EpochStats> {
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &self.fused {
+            return Ok(fused.epoch_stats()?);
+        }
+        Ok(self.opt.epoch_stats())
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
         self.vs
             .save(dir.join("model.safetensors"))
             .context("saving the model")?;
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &self.fused {
+            // The device's state, written by lcam-tch in its usual format.
+            let mut host = lcam_tch::Lcam::new(&self.vs, *fused.config())?;
+            fused
+                .sync_to(&mut host)
+                .context("reading the optimizer state from the GPU")?;
+            host.save(dir.join("optimizer.lcam"))
+                .context("saving the optimizer")?;
+            return Ok(());
+        }
         self.opt
             .save(dir.join("optimizer.lcam"))
             .context("saving the optimizer")?;
@@ -262,6 +324,13 @@ impl Trainer for TchTrainer {
         self.opt
             .load(dir.join("optimizer.lcam"))
             .context("loading the optimizer")?;
+        #[cfg(feature = "cuda")]
+        if self.fused.is_some() {
+            self.fused = Some(
+                lcam_tch::CudaStep::new(&self.opt)
+                    .context("moving the loaded optimizer state to the GPU")?,
+            );
+        }
         Ok(())
     }
 }
