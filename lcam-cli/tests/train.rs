@@ -190,6 +190,41 @@ fn run_and_resume(backend: &str, model_file: &str) {
     );
 }
 
+/// With dropout, 1 epoch + `--resume` to 2 still gives the parameters of an uninterrupted run
+/// (the masks depend on the seed and the step only), and dropout does change the run.
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn dropout_resume(backend: &str, model_file: &str) {
+    let d = data(CifarKind::Cifar10, 40);
+    let run = |out: &Path, extra: &[&str]| {
+        let o = train(backend, d.path(), out, extra);
+        assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+    };
+    let full = tempfile::tempdir().expect("out");
+    run(
+        full.path(),
+        &["--dropout", "0.3", "--epochs", "2", "--force"],
+    );
+    let part = tempfile::tempdir().expect("out");
+    run(
+        part.path(),
+        &["--dropout", "0.3", "--epochs", "1", "--force"],
+    );
+    run(
+        part.path(),
+        &["--dropout", "0.3", "--epochs", "2", "--resume"],
+    );
+    assert!(
+        checkpoint_file(part.path(), model_file) == checkpoint_file(full.path(), model_file),
+        "a resumed run with dropout differs"
+    );
+    let plain = tempfile::tempdir().expect("out");
+    run(plain.path(), &["--epochs", "2", "--force"]);
+    assert!(
+        checkpoint_file(plain.path(), model_file) != checkpoint_file(full.path(), model_file),
+        "dropout changed nothing"
+    );
+}
+
 /// One CIFAR-100 epoch with plain SGD; returns the data and run directories.
 #[cfg(any(feature = "tch", feature = "burn"))]
 fn cifar100_run(backend: &str) -> (tempfile::TempDir, tempfile::TempDir) {
@@ -229,6 +264,11 @@ mod tch {
     #[test]
     fn cifar100_trains() {
         cifar100_run("tch");
+    }
+
+    #[test]
+    fn with_dropout_a_resumed_run_is_bit_identical() {
+        dropout_resume("tch", "model.safetensors");
     }
 
     /// A run directory written before `--step` existed (no `step` in `config.json`) resumes:
@@ -300,6 +340,11 @@ mod burn {
     #[test]
     fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
         run_and_resume("burn", "model.bpk");
+    }
+
+    #[test]
+    fn with_dropout_a_resumed_run_is_bit_identical() {
+        dropout_resume("burn", "model.bpk");
     }
 
     #[test]

@@ -85,7 +85,9 @@ pub fn batches_per_epoch(n: usize, batch_size: usize) -> usize {
     n.div_ceil(batch_size)
 }
 
-fn mix(seed: u64, a: u64, b: u64) -> u64 {
+/// A 64-bit seed for the stream `(seed, a, b)` (splitmix64 finaliser): the loader uses
+/// `(seed, epoch, batch)`, the training loop `(seed, u64::MAX, step)` for dropout.
+pub fn mix(seed: u64, a: u64, b: u64) -> u64 {
     // splitmix64 over the three words: independent streams per (seed, epoch, batch).
     let mut z =
         seed ^ a.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ b.wrapping_mul(0xD1B5_4A32_D192_ED03);

@@ -4,25 +4,22 @@
 //!
 //! Differences from the tch twin that are Burn's, not ours:
 //! - Burn's `BatchNorm` updates `running_var` with the biased (population) batch variance where
-//!   PyTorch uses the unbiased one (a factor `m/(m−1)`, `m` = batch × height × width ≥ 1024 for
-//!   batch 16 on CIFAR); training itself (batch statistics) is unaffected.
+//!   PyTorch uses the unbiased one; [`Bn`] is burn-nn's layer with PyTorch's update (the
+//!   variance scaled by `m/(m−1)`, `m` = batch × height × width), on Burn's own batch-norm ops.
 //! - Parameter ids are assigned deterministically (1, 2, … in module order) instead of Burn's
 //!   random ids, so that a checkpoint's `model.bpk` is byte-identical for identical parameters.
-//! - Dropout draws from the device's generator, which a checkpoint does not record: with
-//!   `--dropout > 0` a resumed run is not bit-identical to an uninterrupted one (as with tch).
+//! - Dropout draws from the device's generator, reseeded before every step from `(seed, step)`
+//!   ([`Trainer::seed_step`]), so that a resumed run draws the same masks.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::{Module, ModuleVisitor, Param, ParamId, RunningState};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
-    PaddingConfig2d,
-};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, relu};
-use burn::tensor::module::adaptive_avg_pool2d;
+use burn::tensor::module::{adaptive_avg_pool2d, batch_norm, batch_norm_train};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use lcam_burn::LcamOptimizer;
 use lcam_core::EpochStats;
@@ -72,25 +69,88 @@ fn conv(ids: &mut Ids, dev: &Device, cin: usize, cout: usize, k: usize, stride: 
     c
 }
 
-fn bn(ids: &mut Ids, dev: &Device, c: usize) -> BatchNorm {
-    // Weight 1, bias 0, eps 1e-5, momentum 0.1: PyTorch's (and Burn's) defaults.
-    let mut b = BatchNormConfig::new(c)
-        .with_epsilon(1e-5)
-        .with_momentum(0.1)
-        .init(dev);
-    b.gamma.id = ids.next();
-    b.beta.id = ids.next();
-    b.running_mean = RunningState::with_id(ids.next(), b.running_mean.value());
-    b.running_var = RunningState::with_id(ids.next(), b.running_var.value());
-    b
+/// A trainable parameter with the next id.
+fn trainable(ids: &mut Ids, t: Tensor<1>) -> Param<Tensor<1>> {
+    let mut p = Param::from_tensor(t);
+    p.id = ids.next();
+    p
+}
+
+/// Batch normalisation over the channels of `[N, C, H, W]` with PyTorch's `BatchNorm2d`
+/// semantics: in training (an autodiff device) the batch statistics normalise and
+///
+/// ```text
+/// running_mean ← (1 − α)·running_mean + α·mean
+/// running_var  ← (1 − α)·running_var  + α·var·m/(m − 1)     (m = N·H·W: unbiased)
+/// ```
+///
+/// (α = 0.1); in evaluation the running statistics normalise. burn-nn's `BatchNorm` folds in the
+/// biased variance instead.
+#[derive(Module, Debug)]
+pub struct Bn {
+    gamma: Param<Tensor<1>>,
+    beta: Param<Tensor<1>>,
+    running_mean: RunningState<Tensor<1>>,
+    running_var: RunningState<Tensor<1>>,
+    momentum: f64,
+    epsilon: f64,
+}
+
+impl Bn {
+    /// Weight 1, bias 0, running mean 0 and variance 1, eps 1e-5, momentum 0.1 (PyTorch's).
+    fn new(ids: &mut Ids, dev: &Device, c: usize) -> Self {
+        Self {
+            gamma: trainable(ids, Tensor::ones([c], dev)),
+            beta: trainable(ids, Tensor::zeros([c], dev)),
+            running_mean: RunningState::with_id(ids.next(), Tensor::zeros([c], dev)),
+            running_var: RunningState::with_id(ids.next(), Tensor::ones([c], dev)),
+            momentum: 0.1,
+            epsilon: 1e-5,
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let dev = x.device();
+        if !dev.is_autodiff() {
+            return batch_norm(
+                x,
+                self.gamma.val(),
+                self.beta.val(),
+                self.running_mean.value().to_device(&dev),
+                self.running_var.value().to_device(&dev),
+                self.epsilon,
+            );
+        }
+        let [n, _, h, w] = x.dims();
+        let m = (n * h * w) as f64;
+        // PyTorch refuses m = 1 in training; the variance is then 0 either way.
+        let unbiased = if m > 1.0 { m / (m - 1.0) } else { 1.0 };
+        let out = batch_norm_train(x, self.gamma.val(), self.beta.val(), self.epsilon);
+        let a = self.momentum;
+        let mean = self
+            .running_mean
+            .value_sync()
+            .to_device(&dev)
+            .mul_scalar(1.0 - a)
+            .add(out.mean.detach().mul_scalar(a));
+        let var = self
+            .running_var
+            .value_sync()
+            .to_device(&dev)
+            .mul_scalar(1.0 - a)
+            .add(out.variance.detach().mul_scalar(a * unbiased));
+        self.running_mean.update(mean.detach());
+        self.running_var.update(var.detach());
+        out.output
+    }
 }
 
 /// A pre-activation basic block.
 #[derive(Module, Debug)]
 struct Block {
-    bn1: BatchNorm,
+    bn1: Bn,
     conv1: Conv2d,
-    bn2: BatchNorm,
+    bn2: Bn,
     dropout: Option<Dropout>,
     conv2: Conv2d,
     shortcut: Option<Conv2d>,
@@ -106,9 +166,9 @@ impl Block {
         dropout: f64,
     ) -> Self {
         Self {
-            bn1: bn(ids, dev, cin),
+            bn1: Bn::new(ids, dev, cin),
             conv1: conv(ids, dev, cin, cout, 3, stride),
-            bn2: bn(ids, dev, cout),
+            bn2: Bn::new(ids, dev, cout),
             dropout: (dropout > 0.0).then(|| DropoutConfig::new(dropout).init()),
             conv2: conv(ids, dev, cout, cout, 3, 1),
             shortcut: (cin != cout).then(|| conv(ids, dev, cin, cout, 1, stride)),
@@ -137,7 +197,7 @@ impl Block {
 pub struct Wrn {
     conv: Conv2d,
     blocks: Vec<Block>,
-    bn: BatchNorm,
+    bn: Bn,
     fc: Linear,
 }
 
@@ -156,7 +216,7 @@ impl Wrn {
                 blocks.push(Block::new(&mut ids, dev, cin, w[g + 1], stride, dropout));
             }
         }
-        let head = bn(&mut ids, dev, w[3]);
+        let head = Bn::new(&mut ids, dev, w[3]);
         let bound = 1.0 / (w[3] as f64).sqrt();
         // PyTorch's default Linear weight init, U(−1/√fan_in, 1/√fan_in); bias 0 (SPEC §3).
         let mut fc = LinearConfig::new(w[3], classes)
@@ -252,6 +312,7 @@ pub struct BurnTrainer {
     /// each change of the model.
     eval_model: Option<Wrn>,
     opt: LcamOptimizer,
+    dropout: f64,
 }
 
 impl std::fmt::Debug for BurnTrainer {
@@ -279,6 +340,7 @@ impl BurnTrainer {
             model: Some(model),
             eval_model: None,
             opt,
+            dropout: cfg.dropout,
         })
     }
 
@@ -306,6 +368,13 @@ impl BurnTrainer {
 }
 
 impl Trainer for BurnTrainer {
+    fn seed_step(&mut self, seed: u64) {
+        if self.dropout > 0.0 {
+            // The device's generator is what dropout draws from.
+            self.device.seed(seed);
+        }
+    }
+
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
         let (x, y) = Self::inputs(batch, &self.device);
         self.eval_model = None;
@@ -438,6 +507,54 @@ mod tests {
         let mut all = All(vec![]);
         t.model().expect("model").valid().visit(&mut all);
         all.0
+    }
+
+    /// PyTorch's `BatchNorm2d` update: running_var ← 0.9·1 + 0.1·unbiased variance (and the
+    /// mean likewise), computed here in f64 from the input; evaluation uses them.
+    #[test]
+    fn batch_norm_folds_in_the_unbiased_variance_like_pytorch() {
+        let dev = Device::flex().autodiff();
+        let mut ids = Ids::default();
+        let bn = Bn::new(&mut ids, &dev, 2);
+        let (n, c, h, w) = (3, 2, 2, 2);
+        let x: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 37 % 11) as f32) * 0.5 - 2.0)
+            .collect();
+        let t = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), &dev);
+        let _ = bn.forward(t);
+        let var = bn
+            .running_var
+            .value_sync()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        let mean = bn
+            .running_mean
+            .value_sync()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+        for ch in 0..c {
+            let v: Vec<f64> = (0..n)
+                .flat_map(|b| (0..h * w).map(move |k| ((b * c + ch) * h * w + k) as usize))
+                .map(|i| f64::from(x[i]))
+                .collect();
+            let m = v.len() as f64;
+            let mu = v.iter().sum::<f64>() / m;
+            let unbiased = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / (m - 1.0);
+            let want_var = 0.9 + 0.1 * unbiased;
+            let want_mean = 0.1 * mu;
+            assert!(
+                (f64::from(var[ch]) - want_var).abs() < 1e-5 * want_var,
+                "channel {ch}: running_var {} want {want_var} (biased would be {})",
+                var[ch],
+                0.9 + 0.1 * unbiased * (m - 1.0) / m
+            );
+            assert!(
+                (f64::from(mean[ch]) - want_mean).abs() < 1e-6,
+                "channel {ch}"
+            );
+        }
     }
 
     #[test]

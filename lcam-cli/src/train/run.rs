@@ -15,8 +15,9 @@
 //! metrics as an uninterrupted one: `lcam-cli/tests/reliability.rs` kills it at every stage of a
 //! checkpoint write through the `LCAM_TEST_FAILPOINT` hook (see `failpoint`).
 //!
-//! Data order and augmentation depend only on `(seed, epoch, batch)`, so a resumed run sees
-//! exactly the batches of an uninterrupted one.
+//! Data order and augmentation depend only on `(seed, epoch, batch)`, and dropout masks only on
+//! `(seed, step)` (the framework's generator is reseeded before every step), so a resumed run
+//! sees exactly the batches and masks of an uninterrupted one.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -34,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use super::model::ModelSpec;
 use super::schedule::Schedule;
 use crate::data::cifar::{self, CifarKind, Dataset, Split};
-use crate::data::loader::{Batch, Loader, LoaderConfig, Normalize, batches_per_epoch};
+use crate::data::loader::{Batch, Loader, LoaderConfig, Normalize, batches_per_epoch, mix};
 use crate::output::write_atomic;
 
 /// Which framework trains the model.
@@ -295,6 +296,10 @@ pub trait Trainer {
     /// One optimisation step: forward, cross-entropy (mean), backward, LCAM step with that loss.
     /// Returns the batch's mean loss and the number of correct predictions.
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)>;
+    /// Reseeds the generator dropout draws from (called before every training step with a seed
+    /// that depends only on the run's seed and the global step, so that a resumed run draws
+    /// the masks an uninterrupted one would); a no-op without dropout.
+    fn seed_step(&mut self, seed: u64);
     /// Evaluation of a batch: summed loss and correct predictions.
     fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)>;
     /// Starts an epoch (the controller's mean reset).
@@ -799,6 +804,7 @@ pub fn train(
                 total_steps,
                 progress.last_lr,
             );
+            trainer.seed_step(mix(config.seed, u64::MAX, progress.step));
             let (loss, c) = trainer.train_step(&batch, lr)?;
             progress.last_lr = Some(lr);
             progress.step += 1;

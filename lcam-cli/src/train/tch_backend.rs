@@ -162,6 +162,7 @@ pub struct TchTrainer {
     /// lcam-tch's optimizer: steps the model with `--step native`; with `--step cuda` it only
     /// holds the state for checkpoints (the same file either way).
     opt: lcam_tch::Lcam,
+    dropout: f64,
     /// `--step cuda`: lcam-cuda's fused kernels on the model's CUDA tensors.
     #[cfg(feature = "cuda")]
     fused: Option<lcam_tch::CudaStep>,
@@ -203,6 +204,7 @@ impl TchTrainer {
             vs,
             net,
             opt,
+            dropout: cfg.dropout,
             #[cfg(feature = "cuda")]
             fused,
         })
@@ -263,6 +265,13 @@ impl Trainer for TchTrainer {
         self.opt.backward_step(&loss)?;
         let c = tch::no_grad(|| correct(&logits, &y))?;
         Ok((loss.f_double_value(&[])?, c))
+    }
+
+    fn seed_step(&mut self, seed: u64) {
+        if self.dropout > 0.0 {
+            // libtorch's generators (CPU and every CUDA device) are what dropout draws from.
+            tch::manual_seed(seed as i64);
+        }
     }
 
     fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)> {
