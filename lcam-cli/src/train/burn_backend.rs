@@ -536,7 +536,7 @@ mod tests {
             .expect("f32");
         for ch in 0..c {
             let v: Vec<f64> = (0..n)
-                .flat_map(|b| (0..h * w).map(move |k| ((b * c + ch) * h * w + k) as usize))
+                .flat_map(|b| (0..h * w).map(move |k| (b * c + ch) * h * w + k))
                 .map(|i| f64::from(x[i]))
                 .collect();
             let m = v.len() as f64;
