@@ -46,12 +46,37 @@ pub struct BenchArgs {
     /// CIFAR-10 from the data directory.
     #[arg(long)]
     pub train: bool,
+    /// Only the training throughput (`--train` without the step benchmarks).
+    #[arg(long)]
+    pub train_only: bool,
     /// Models for `--train`.
     #[arg(long, value_delimiter = ',', default_value = "wrn-16-1,wrn-16-2")]
     pub train_models: Vec<String>,
     /// Training images per measurement for tch and PyTorch (Burn uses a third).
     #[arg(long, default_value_t = 3840)]
     pub train_images: usize,
+    /// Runs of each tch and PyTorch measurement (interleaved; the median is reported).
+    #[arg(long, default_value_t = 3)]
+    pub train_repeats: usize,
+}
+
+/// The median of `v` (sorted in place); NaN when empty.
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// `median (min–max)` of img/s figures.
+fn spread(v: &mut [f64]) -> String {
+    let m = median(v);
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) if v.len() > 1 => format!("{m:.0} ({lo:.0}–{hi:.0})"),
+        _ => format!("{m:.0}"),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,18 +285,23 @@ pub fn train(
         "`cargo xtask bench --train`: one epoch over the first {} CIFAR-10 training images \
          ({} for Burn), batch 128, 2 threads, the demo's augmentation; img/s of the training \
          steps of the epoch, the first included, for both (`lcam train`'s metrics.csv; \
-         `scripts/pt_wrn_train.py`).\n",
-        args.train_images, burn_images
+         `scripts/pt_wrn_train.py`). tch and PyTorch: median (min–max) of {} interleaved runs; \
+         \"glibc defaults\" is `lcam train` with `LCAM_MALLOC=system` (freed memory returned \
+         to the system, lcam-cli/src/train/malloc.rs); Burn: one run.\n",
+        args.train_images, burn_images, args.train_repeats
     );
     let _ = writeln!(
         md,
-        "| model | PyTorch 2.13 img/s | lcam tch img/s | tch / PyTorch (goal ≥ 1.0) | lcam Burn (flex) img/s | Burn / PyTorch |"
+        "| model | PyTorch 2.13 img/s | lcam tch img/s | tch / PyTorch (goal ≥ 1.0) | tch, glibc defaults | lcam Burn (flex) img/s | Burn / PyTorch |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for m in &args.train_models {
-        let lcam_img_s = |backend: &str, images: usize| -> Result<f64> {
+        let lcam_img_s = |backend: &str, images: usize, system_malloc: bool| -> Result<f64> {
             let out = tmp.path().join(format!("{backend}-{m}"));
             let mut c = Command::new(lcam);
+            if system_malloc {
+                c.env("LCAM_MALLOC", "system");
+            }
             c.args(["train", "--backend", backend, "--model", m])
                 .args(["--dataset", "cifar10", "--epochs", "1", "--threads", "2"])
                 .arg("--data-dir")
@@ -286,38 +316,48 @@ pub fn train(
                 .map(|r| r.img_per_s)
                 .context("lcam train wrote no metrics")
         };
-        let tch = lcam_img_s("tch", args.train_images)?;
-        let burn = lcam_img_s("burn", burn_images)?;
-        let out = Command::new(python)
-            .arg("pt_wrn_train.py")
-            .args(["--model", m, "--threads", "2"])
-            .arg("--data")
-            .arg(data_dir)
-            .args(["--images", &args.train_images.to_string()])
-            .current_dir(root.join("scripts"))
-            .output()
-            .with_context(|| format!("cannot start {}", python.display()))?;
-        if !out.status.success() {
-            bail!(
-                "scripts/pt_wrn_train.py failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr)
-            );
+        let pytorch_img_s = || -> Result<f64> {
+            let out = Command::new(python)
+                .arg("pt_wrn_train.py")
+                .args(["--model", m, "--threads", "2"])
+                .arg("--data")
+                .arg(data_dir)
+                .args(["--images", &args.train_images.to_string()])
+                .current_dir(root.join("scripts"))
+                .output()
+                .with_context(|| format!("cannot start {}", python.display()))?;
+            if !out.status.success() {
+                bail!(
+                    "scripts/pt_wrn_train.py failed ({}): {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            #[derive(Deserialize)]
+            struct Row {
+                img_per_s: f64,
+            }
+            let pt: Row = serde_json::from_slice(&out.stdout)
+                .context("scripts/pt_wrn_train.py printed no JSON")?;
+            Ok(pt.img_per_s)
+        };
+        let (mut pt, mut tch, mut tch_system) = (vec![], vec![], vec![]);
+        for _ in 0..args.train_repeats.max(1) {
+            pt.push(pytorch_img_s()?);
+            tch.push(lcam_img_s("tch", args.train_images, false)?);
+            tch_system.push(lcam_img_s("tch", args.train_images, true)?);
         }
-        #[derive(Deserialize)]
-        struct Row {
-            img_per_s: f64,
-        }
-        let pt: Row = serde_json::from_slice(&out.stdout)
-            .context("scripts/pt_wrn_train.py printed no JSON")?;
+        let burn = lcam_img_s("burn", burn_images, false)?;
+        let (pt_m, tch_m) = (median(&mut pt), median(&mut tch));
         let _ = writeln!(
             md,
-            "| {m} | {:.0} | {:.0} | {:.2} | {:.1} | {:.3} |",
-            pt.img_per_s,
-            tch,
-            tch / pt.img_per_s,
+            "| {m} | {} | {} | {:.2} | {} | {:.1} | {:.3} |",
+            spread(&mut pt),
+            spread(&mut tch),
+            tch_m / pt_m,
+            spread(&mut tch_system),
             burn,
-            burn / pt.img_per_s
+            burn / pt_m
         );
     }
     Ok(md)

@@ -105,19 +105,21 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(&root, &args),
         Cmd::Bench(args) => {
             let torch = torch::ensure()?;
-            let md = bench::run(
-                &root,
-                &args,
-                &torch.cargo_env(),
-                &torch.python,
-                &target_dir(&root),
-            )?;
-            println!("{md}");
             let doc = root.join("BENCHMARKS.md");
-            if !args.no_update {
-                bench::update_doc(&doc, bench::STEP, &md)?;
+            if !args.train_only {
+                let md = bench::run(
+                    &root,
+                    &args,
+                    &torch.cargo_env(),
+                    &torch.python,
+                    &target_dir(&root),
+                )?;
+                println!("{md}");
+                if !args.no_update {
+                    bench::update_doc(&doc, bench::STEP, &md)?;
+                }
             }
-            if args.train {
+            if args.train || args.train_only {
                 let data_dir = data_dir_or_default(None)?;
                 download::install(&download::cifar10(), &data_dir, None)?;
                 let lcam = build_lcam(&root, &torch.cargo_env())?;

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "burn")]
 pub mod burn_backend;
+pub mod malloc;
 pub mod model;
 pub mod run;
 pub mod schedule;
@@ -15,6 +16,7 @@ use run::TrainArgs;
 
 /// Runs `lcam train`.
 pub fn command(args: &TrainArgs) -> Result<()> {
+    malloc::keep_freed_memory();
     #[allow(unused_mut)]
     let mut prepared = run::prepare(args)?;
     match args.backend {
