@@ -327,10 +327,16 @@ impl std::fmt::Debug for BurnTrainer {
 impl BurnTrainer {
     /// A freshly initialised model (seeded with `cfg.seed`) and optimizer for `cfg`.
     ///
-    /// `threads` is ignored: the flex backend, as built here (without its `rayon` feature), runs
-    /// single-threaded and has no thread setting.
+    /// `threads` sizes rayon's global pool, on which flex runs its gemm and convolutions (and
+    /// lcam-core its large tensors); the pool is built once per process, so only the first
+    /// trainer's setting counts (`RAYON_NUM_THREADS` when none is given).
     pub fn new(cfg: &RunConfig, threads: Option<usize>) -> Result<Self> {
-        let _ = threads;
+        if let Some(n) = threads {
+            // Err: the pool already exists (an earlier trainer in this process).
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build_global();
+        }
         let device = device(&cfg.device)?.autodiff();
         device.seed(cfg.seed);
         let model = Wrn::new(&device, cfg.model, cfg.dataset.classes(), cfg.dropout);

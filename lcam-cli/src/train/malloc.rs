@@ -16,7 +16,7 @@
 pub fn keep_freed_memory() -> bool {
     let user_set = std::env::var_os("LCAM_MALLOC").is_some_and(|v| v == "system")
         || std::env::var_os("GLIBC_TUNABLES")
-        .is_some_and(|v| v.to_string_lossy().contains("malloc"))
+            .is_some_and(|v| v.to_string_lossy().contains("malloc"))
         || std::env::vars_os().any(|(k, _)| {
             let k = k.to_string_lossy();
             k.starts_with("MALLOC_") && k.ends_with('_')
