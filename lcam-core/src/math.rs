@@ -235,7 +235,7 @@ pub fn fused_update_slices<F: Scalar>(
 
 /// Tensors with at least this many elements are updated on rayon's thread pool, in chunks of
 /// [`CHUNK`] elements (element-wise, so the result does not depend on the split).
-const PARALLEL_MIN: usize = 1 << 15;
+pub(crate) const PARALLEL_MIN: usize = 1 << 15;
 /// Elements per parallel task (64 KiB of f32 per array).
 const CHUNK: usize = 1 << 14;
 

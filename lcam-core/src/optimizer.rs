@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LcamConfig, check_lr};
 use crate::controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
 use crate::error::{LcamError, Result};
-use crate::math::{Scalar, StepParams, UpdateTensor, sgd_update};
+use crate::math::{PARALLEL_MIN, Scalar, StepParams, UpdateTensor, sgd_update};
+use rayon::prelude::*;
 
 /// What one [`Lcam::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -212,8 +213,20 @@ impl<F: Scalar> Lcam<F> {
             dampening: self.config.dampening,
             nesterov: self.config.nesterov,
         };
-        for ((p, g), b) in params.iter_mut().zip(grads).zip(&mut self.buffers) {
-            if let Some(g) = g {
+        let mut jobs: Vec<_> = params
+            .iter_mut()
+            .zip(grads)
+            .zip(&mut self.buffers)
+            .filter_map(|((p, g), b)| g.as_ref().map(|g| (p, g, b)))
+            .collect();
+        let elements: usize = jobs.iter().map(|(p, _, _)| p.len()).sum();
+        if elements >= PARALLEL_MIN && jobs.len() > 1 {
+            // Many small tensors (WRN-16-1: 43 tensors, most below the per-tensor threshold)
+            // are spread over rayon's pool; element-wise updates, so bit-identical to the loop.
+            jobs.par_iter_mut()
+                .for_each(|(p, g, b)| sgd_update(&mut **p, *g, &mut **b, &h));
+        } else {
+            for (p, g, b) in jobs {
                 sgd_update(p, g, b, &h);
             }
         }

@@ -273,3 +273,66 @@ fn fused_update_of_large_tensors_on_the_thread_pool_is_bit_identical() {
         fused_vs_primitives(100_003, 7, &h);
     }
 }
+
+/// `Lcam::step` spreads many tensors over the thread pool once they hold ≥ 2^15 elements in
+/// total (WRN-16-1's shapes, one without a gradient): bit-identical to updating them one by one
+/// with `sgd_update`, three steps with switching momenta.
+#[test]
+fn many_small_tensors_on_the_thread_pool_are_bit_identical() {
+    let shapes: Vec<Vec<usize>> = [
+        vec![16, 3, 3, 3],
+        vec![16],
+        vec![32, 16, 3, 3],
+        vec![32, 32, 3, 3],
+        vec![64, 32, 3, 3],
+        vec![64, 64, 3, 3],
+        vec![64],
+        vec![10, 64],
+        vec![10],
+    ]
+    .to_vec();
+    let mut x = 0x9e37_79b9_u64;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    };
+    let mut rand = |s: &Vec<usize>| {
+        let n: usize = s.iter().product();
+        ArrayD::from_shape_vec(IxDyn(s), (0..n).map(|_| next()).collect()).expect("shape")
+    };
+    let mut params: Vec<ArrayD<f32>> = shapes.iter().map(&mut rand).collect();
+    assert!(params.iter().map(|p| p.len()).sum::<usize>() >= 1 << 15);
+    let mut reference = params.clone();
+    let mut ref_buffers: Vec<Option<ArrayD<f32>>> = vec![None; shapes.len()];
+    let config = LcamConfig::cifar10();
+    let mut opt = Lcam::new(config, &params).expect("optimizer");
+    for (step, loss) in [2.0, 1.0, 3.0].into_iter().enumerate() {
+        let grads: Vec<Option<ArrayD<f32>>> = shapes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i != 2 || step == 0).then(|| rand(s)))
+            .collect();
+        let h = lcam_core::StepParams {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            momentum: opt.momentum(),
+            dampening: config.dampening,
+            nesterov: config.nesterov,
+        };
+        for ((p, g), b) in reference.iter_mut().zip(&grads).zip(&mut ref_buffers) {
+            if let Some(g) = g {
+                lcam_core::sgd_update(p, g, b, &h);
+            }
+        }
+        opt.step(&mut params, &grads, loss).expect("step");
+    }
+    let bits = |a: &ArrayD<f32>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    for (i, (p, r)) in params.iter().zip(&reference).enumerate() {
+        assert_eq!(bits(p), bits(r), "parameter {i}");
+    }
+    for (i, (b, r)) in opt.buffers().iter().zip(&ref_buffers).enumerate() {
+        assert_eq!(b.as_ref().map(bits), r.as_ref().map(bits), "buffer {i}");
+    }
+}
