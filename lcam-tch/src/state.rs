@@ -41,13 +41,12 @@ struct ParamMeta {
     buffer_checksum: Option<String>,
 }
 
+/// FNV-1a 64 of `bytes` as 16 hex digits.
 fn fnv1a(bytes: &[u8]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
+    h.write(bytes);
+    format!("{:016x}", h.finish())
 }
 
 /// The bytes of a CPU, contiguous tensor.

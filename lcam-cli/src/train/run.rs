@@ -428,17 +428,16 @@ pub struct FileSum {
 
 /// FNV-1a 64 of everything `r` yields, and the number of bytes.
 fn fnv1a64(mut r: impl std::io::Read) -> std::io::Result<(u64, u64)> {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    use std::hash::Hasher as _;
+    let mut h = fnv::FnvHasher::default();
     let mut n = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
         let k = r.read(&mut buf)?;
         if k == 0 {
-            return Ok((h, n));
+            return Ok((h.finish(), n));
         }
-        for &b in &buf[..k] {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        h.write(&buf[..k]);
         n += k as u64;
     }
 }
@@ -870,4 +869,16 @@ pub fn train(
         true,
     )?;
     Ok(progress.rows)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The checksum format of `progress.json` is FNV-1a 64 (published test vectors).
+    #[test]
+    fn checkpoint_checksums_are_fnv1a_64() {
+        let sum = |b: &[u8]| super::fnv1a64(b).expect("read");
+        assert_eq!(sum(b""), (0xcbf2_9ce4_8422_2325, 0));
+        assert_eq!(sum(b"a"), (0xaf63_dc4c_8601_ec8c, 1));
+        assert_eq!(sum(b"foobar"), (0x8594_4171_f739_67e8, 6));
+    }
 }
