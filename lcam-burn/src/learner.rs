@@ -135,18 +135,12 @@ impl LcamHook {
             s.controller.start_epoch();
             s.steps_in_epoch = 0;
         }
-        s.momentum.set(s.controller.momentum());
-        let module = optim.step(lr, module, grads);
         s.pending = None;
         s.steps_in_epoch += 1;
-        // Cannot fail: `check_loss` accepted this loss for this state above.
-        if let Err(e) = s.controller.observe(loss) {
-            return Err(StepError {
-                error: e.into(),
-                module,
-            });
-        }
-        Ok(module)
+        let s = &mut *s;
+        crate::optimizer::phased_step(&mut s.controller, &s.momentum, loss, module, |m| {
+            optim.step(lr, m, grads)
+        })
     }
 
     /// [`try_optimize`](Self::try_optimize) in the shape of `TrainStep::optimize`, which cannot

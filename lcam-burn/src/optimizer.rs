@@ -229,17 +229,11 @@ impl LcamOptimizer {
             Ok(v) => v,
             Err(error) => return Err(StepError { error, module }),
         };
-        self.momentum.set(self.controller.momentum());
-        let module = self.inner.step(lr, module, grads);
         self.config = config;
-        // Cannot fail: `check_loss` accepted this loss for this state above.
-        if let Err(error) = self.controller.observe(loss) {
-            return Err(StepError {
-                error: error.into(),
-                module,
-            });
-        }
-        Ok(module)
+        let inner = &mut self.inner;
+        phased_step(&mut self.controller, &self.momentum, loss, module, |m| {
+            inner.step(lr, m, grads)
+        })
     }
 
     /// Starts a new epoch: the controller's running mean is reset, its last decision carried
@@ -280,4 +274,27 @@ impl LcamOptimizer {
     pub fn lr(&self) -> f64 {
         self.config.lr
     }
+}
+
+/// The LCAM step around a Burn optimizer's step (shared by [`LcamOptimizer::step`] and the
+/// `Learner` hook): the momentum the controller has in force goes to the update kernels through
+/// `momentum`, `step` updates the module, then the controller observes `loss` to decide the
+/// next momentum (SPEC §2). `loss` must have passed `controller.check_loss`.
+pub(crate) fn phased_step<M>(
+    controller: &mut PhasedMomentum,
+    momentum: &SharedMomentum,
+    loss: f64,
+    module: M,
+    step: impl FnOnce(M) -> M,
+) -> std::result::Result<M, StepError<M>> {
+    momentum.set(controller.momentum());
+    let module = step(module);
+    // Cannot fail: `check_loss` accepted this loss for this controller.
+    if let Err(error) = controller.observe(loss) {
+        return Err(StepError {
+            error: error.into(),
+            module,
+        });
+    }
+    Ok(module)
 }
