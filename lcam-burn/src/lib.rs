@@ -55,7 +55,7 @@
 //! `TrainStep::step`, [`LcamHook::optimize`] in `TrainStep::optimize` (the momentum in force is
 //! applied, then the loss observed; epochs every `steps_per_epoch` steps). The hook's sequence is
 //! tested bit-identical to [`LcamOptimizer::step`]. For a hand-written loop, see
-//! `examples/train_mlp.rs`.
+//! `examples/burn_train_mlp.rs`.
 //!
 //! Burn's CUDA backend (feature `cuda`) cannot be compiled on a machine without internet access:
 //! cubecl-cuda 0.11 builds cubecl-llvm, whose build script downloads a prebuilt LLVM 23 bundle.

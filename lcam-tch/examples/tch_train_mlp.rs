@@ -2,7 +2,7 @@
 //! and the fraction of steps whose loss was below the running mean (the "Below" phase).
 //!
 //! ```text
-//! cargo run -p lcam-tch --example train_mlp [-- EPOCHS]
+//! cargo run -p lcam-tch --example tch_train_mlp [-- EPOCHS]
 //! ```
 //! Runs on the first CUDA device when there is one, else on the CPU. Also saves the optimizer
 //! state to a temporary file and loads it back, as a checkpointing loop would.

@@ -2,7 +2,7 @@
 //! on Burn's flex CPU backend, printing each epoch's mean loss and how often the momentum was
 //! switched to μ_below; then saves the optimizer and checks that a restored copy matches.
 //!
-//! Run: `cargo run -p lcam-burn --example train_mlp`
+//! Run: `cargo run -p lcam-burn --example burn_train_mlp`
 
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
