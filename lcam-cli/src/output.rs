@@ -29,6 +29,14 @@ pub fn write_atomic(path: &Path, contents: &[u8], force: bool) -> Result<()> {
     tmp.write_all(contents)
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    // Temporary files are created 0600; results are ordinary readable files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions of {}", tmp.path().display()))?;
+    }
     if force {
         tmp.persist(path)
             .with_context(|| format!("cannot rename into {}", path.display()))?;
