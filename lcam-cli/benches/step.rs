@@ -4,7 +4,8 @@
 //! criterion's estimates into the tables of BENCHMARKS.md.
 //!
 //! - `core-lcam`: `lcam_core::Lcam::step` (controller + fused one-pass ndarray update);
-//! - `core-sgd`: the same update kernel (`sgd_update`) with a fixed momentum and no controller;
+//! - `core-sgd`: the same multi-tensor update (`sgd_update_all`) with a fixed momentum and no
+//!   controller;
 //! - `triad`: `a = b + s·c` over three arrays of as many f32 as the model has parameters, on the
 //!   same thread pool — 12 bytes per element, STREAM's convention;
 //! - `tch-lcam` / `tch-sgd`: lcam-tch vs tch's `nn::Sgd` (libtorch's C++ SGD) on the same
@@ -20,7 +21,7 @@ use std::hint::black_box;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use lcam_cli::train::model::ModelSpec;
 use lcam_core::ndarray::{ArrayD, IxDyn};
-use lcam_core::{Lcam, LcamConfig, StepParams, sgd_update};
+use lcam_core::{Lcam, LcamConfig, StepParams, sgd_update_all};
 
 /// The trainable parameter shapes of a WRN (10 classes), in the models' order.
 fn wrn_shapes(name: &str) -> Vec<Vec<usize>> {
@@ -94,7 +95,8 @@ fn bench_model(c: &mut Criterion, model: &str) {
     // lcam-core's update kernel alone, fixed momentum: plain SGD with momentum.
     {
         let mut params = arrays(&shapes, 1, 0.1);
-        let grads = arrays(&shapes, 1000, 0.01);
+        let grads: Vec<Option<ArrayD<f32>>> =
+            arrays(&shapes, 1000, 0.01).into_iter().map(Some).collect();
         let mut buffers: Vec<Option<ArrayD<f32>>> = vec![None; params.len()];
         let h = StepParams {
             lr: LR,
@@ -104,9 +106,7 @@ fn bench_model(c: &mut Criterion, model: &str) {
             nesterov: false,
         };
         let step = |params: &mut [ArrayD<f32>], buffers: &mut [Option<ArrayD<f32>>]| {
-            for ((p, g), b) in params.iter_mut().zip(&grads).zip(buffers.iter_mut()) {
-                sgd_update(p, g, b, &h);
-            }
+            sgd_update_all(params, &grads, buffers, &h).expect("counts");
         };
         step(&mut params, &mut buffers);
         group.bench_function(BenchmarkId::new("core-sgd", n), |b| {

@@ -52,7 +52,7 @@ pub mod trace;
 pub use config::LcamConfig;
 pub use controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
 pub use error::{LcamError, Result};
-pub use math::{Scalar, StepParams, UpdateTensor, fused_update_slices, sgd_update};
+pub use math::{Scalar, StepParams, UpdateTensor, fused_update_slices, sgd_update, sgd_update_all};
 pub use optimizer::{Lcam, LcamState, StepReport, TensorData};
 pub use trace::{
     Comparison, DType, Fixture, NamedTensor, Trace, TraceStep, Trajectory, load_fixtures,

@@ -233,9 +233,53 @@ pub fn fused_update_slices<F: Scalar>(
     }
 }
 
+/// [`sgd_update`] over many ndarray tensors — PyTorch's multi-tensor ("foreach") SGD step:
+/// entry `i` of `grads` (`None`: skipped, value and buffer untouched) and `buffers` belongs to
+/// `params[i]`. Once the tensors hold at least 2^15 elements in total they are spread over
+/// rayon's thread pool (and large ones split further); the update is element-wise, so the
+/// result is bit for bit that of a sequential loop. [`crate::Lcam::step`] is this plus the
+/// controller.
+///
+/// Errors, changing nothing: `grads` or `buffers` of another length than `params`
+/// ([`LcamError::CountMismatch`](crate::LcamError::CountMismatch)). Shapes are the caller's
+/// contract (`Lcam::step` checks them).
+pub fn sgd_update_all<F: Scalar>(
+    params: &mut [ndarray::ArrayD<F>],
+    grads: &[Option<ndarray::ArrayD<F>>],
+    buffers: &mut [Option<ndarray::ArrayD<F>>],
+    h: &StepParams,
+) -> crate::Result<()> {
+    for (what, got) in [("gradients", grads.len()), ("buffers", buffers.len())] {
+        if got != params.len() {
+            return Err(crate::LcamError::CountMismatch {
+                what: what.into(),
+                got,
+                expected: params.len(),
+            });
+        }
+    }
+    let mut jobs: Vec<_> = params
+        .iter_mut()
+        .zip(grads)
+        .zip(buffers)
+        .filter_map(|((p, g), b)| g.as_ref().map(|g| (p, g, b)))
+        .collect();
+    let elements: usize = jobs.iter().map(|(p, _, _)| p.len()).sum();
+    if elements >= PARALLEL_MIN && jobs.len() > 1 {
+        // Many small tensors (WRN-16-1: 43 tensors, most below the per-tensor threshold).
+        jobs.par_iter_mut()
+            .for_each(|(p, g, b)| sgd_update(&mut **p, *g, &mut **b, h));
+    } else {
+        for (p, g, b) in jobs {
+            sgd_update(p, g, b, h);
+        }
+    }
+    Ok(())
+}
+
 /// Tensors with at least this many elements are updated on rayon's thread pool, in chunks of
 /// [`CHUNK`] elements (element-wise, so the result does not depend on the split).
-pub(crate) const PARALLEL_MIN: usize = 1 << 15;
+const PARALLEL_MIN: usize = 1 << 15;
 /// Elements per parallel task (64 KiB of f32 per array).
 const CHUNK: usize = 1 << 14;
 

@@ -6,8 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{LcamConfig, check_lr};
 use crate::controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
 use crate::error::{LcamError, Result};
-use crate::math::{PARALLEL_MIN, Scalar, StepParams, UpdateTensor, sgd_update};
-use rayon::prelude::*;
+use crate::math::{Scalar, StepParams, UpdateTensor, sgd_update_all};
 
 /// What one [`Lcam::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -213,23 +212,7 @@ impl<F: Scalar> Lcam<F> {
             dampening: self.config.dampening,
             nesterov: self.config.nesterov,
         };
-        let mut jobs: Vec<_> = params
-            .iter_mut()
-            .zip(grads)
-            .zip(&mut self.buffers)
-            .filter_map(|((p, g), b)| g.as_ref().map(|g| (p, g, b)))
-            .collect();
-        let elements: usize = jobs.iter().map(|(p, _, _)| p.len()).sum();
-        if elements >= PARALLEL_MIN && jobs.len() > 1 {
-            // Many small tensors (WRN-16-1: 43 tensors, most below the per-tensor threshold)
-            // are spread over rayon's pool; element-wise updates, so bit-identical to the loop.
-            jobs.par_iter_mut()
-                .for_each(|(p, g, b)| sgd_update(&mut **p, *g, &mut **b, &h));
-        } else {
-            for (p, g, b) in jobs {
-                sgd_update(p, g, b, &h);
-            }
-        }
+        sgd_update_all(params, grads, &mut self.buffers, &h)?;
         let phase = self.controller.observe(loss)?;
         Ok(StepReport {
             momentum: h.momentum,

@@ -336,3 +336,28 @@ fn many_small_tensors_on_the_thread_pool_are_bit_identical() {
         assert_eq!(b.as_ref().map(bits), r.as_ref().map(bits), "buffer {i}");
     }
 }
+
+#[test]
+fn sgd_update_all_refuses_mismatched_counts_and_changes_nothing() {
+    let mut params = vec![arr(vec![1.0, 2.0]), arr(vec![3.0])];
+    let before = params.clone();
+    let h = lcam_core::StepParams {
+        lr: 0.1,
+        weight_decay: 0.0,
+        momentum: 0.9,
+        dampening: 0.0,
+        nesterov: false,
+    };
+    let grads = vec![Some(arr(vec![1.0, 1.0]))];
+    let mut buffers = vec![None, None];
+    let e = lcam_core::sgd_update_all(&mut params, &grads, &mut buffers, &h).expect_err("count");
+    assert!(e.to_string().contains("gradients"), "{e}");
+    let grads = vec![Some(arr(vec![1.0, 1.0])), None];
+    let mut short = vec![None];
+    let e = lcam_core::sgd_update_all(&mut params, &grads, &mut short, &h).expect_err("count");
+    assert!(e.to_string().contains("buffers"), "{e}");
+    assert_eq!(params, before);
+    lcam_core::sgd_update_all(&mut params, &grads, &mut buffers, &h).expect("step");
+    assert_eq!(params[1], before[1], "no gradient: untouched");
+    assert!(buffers[0].is_some() && buffers[1].is_none());
+}
