@@ -73,7 +73,9 @@ fn bench_model(c: &mut Criterion, model: &str) {
     let shapes = wrn_shapes(model);
     let n: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
     let mut group = c.benchmark_group(format!("step-{model}"));
-    group.sample_size(10);
+    // A WRN-16-1 step takes tens of µs, where rayon's wake-ups make single samples noisy: more
+    // samples there; WRN-28-10's 13+ ms steps need few.
+    group.sample_size(if n < 1_000_000 { 100 } else { 10 });
     group.throughput(criterion::Throughput::Elements(n as u64));
 
     // lcam-core: Lcam::step.

@@ -287,6 +287,20 @@ pub trait CoreScalar: lcam_core::Scalar + tch::kind::Element + Default {}
 impl CoreScalar for f32 {}
 impl CoreScalar for f64 {}
 
+impl crate::optimizer::Slot {
+    /// The parameter's shape, if its dtype is `F` (else an error naming it).
+    fn core_shape<F: CoreScalar>(&self) -> Result<Vec<usize>> {
+        let p = &self.param.0;
+        if p.kind() != F::KIND {
+            return Err(Error::Tensor {
+                tensor: self.name.clone(),
+                message: format!("dtype {:?}, lcam-core state of {}", p.kind(), F::DTYPE),
+            });
+        }
+        Ok(p.size().iter().map(|&d| d as usize).collect())
+    }
+}
+
 impl Lcam {
     /// The whole state in lcam-core's format (`lcam-state/1`, [`LcamState`]), buffers copied to
     /// the host — what lcam-core's `Lcam` and lcam-cuda's `CudaLcam` load. Every parameter must
@@ -294,13 +308,7 @@ impl Lcam {
     pub fn core_state<F: CoreScalar>(&self) -> Result<LcamState<F>> {
         let mut buffers = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
-            let p = &s.param.0;
-            if p.kind() != F::KIND {
-                return Err(Error::Tensor {
-                    tensor: s.name.clone(),
-                    message: format!("dtype {:?}, the state asked for {}", p.kind(), F::DTYPE),
-                });
-            }
+            let shape = s.core_shape::<F>()?;
             buffers.push(match &s.buffer {
                 None => None,
                 Some(b) => {
@@ -308,10 +316,7 @@ impl Lcam {
                     let n = cpu.numel();
                     let mut data = vec![F::default(); n];
                     cpu.f_copy_data(&mut data, n)?;
-                    Some(TensorData {
-                        shape: p.size().iter().map(|&d| d as usize).collect(),
-                        data,
-                    })
+                    Some(TensorData { shape, data })
                 }
             });
         }
@@ -332,14 +337,7 @@ impl Lcam {
     pub fn load_core_state<F: CoreScalar>(&mut self, state: &LcamState<F>) -> Result<()> {
         let mut zeros = Vec::with_capacity(self.slots.len());
         for s in &self.slots {
-            let p = &s.param.0;
-            if p.kind() != F::KIND {
-                return Err(Error::Tensor {
-                    tensor: s.name.clone(),
-                    message: format!("dtype {:?}, the state holds {}", p.kind(), F::DTYPE),
-                });
-            }
-            let shape: Vec<usize> = p.size().iter().map(|&d| d as usize).collect();
+            let shape = s.core_shape::<F>()?;
             zeros.push(lcam_core::ndarray::ArrayD::<F>::from_elem(
                 lcam_core::ndarray::IxDyn(&shape),
                 F::default(),
