@@ -199,7 +199,7 @@ pub fn run(
         "Measured {date} by `cargo xtask bench --models {models} --seconds {}` on {cpu}, {cores} \
          cores (load average before the run: {load}). Medians; f32; lr 0.1, weight decay 5e-4, \
          LCAM 0.9/0.95, SGD momentum 0.9; buffers allocated; 2 threads (rayon for lcam-core, \
-         libtorch's pool for tch and PyTorch; Burn's flex backend runs one thread).\n",
+         libtorch's pool for tch and PyTorch; rayon for Burn's flex backend).\n",
         args.seconds
     );
     for m in &args.models {
