@@ -565,10 +565,29 @@ pub fn run(plan: &Plan, lcam: Option<&Path>, data_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes `contents` to a temporary file next to `path` and renames it over `path`
-/// (lcam-cli's, replacing what is there).
+/// Writes `contents` to a temporary file next to `path` and renames it into place.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
-    lcam_cli::output::write_atomic(path, contents, true)
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(contents)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", tmp.path().display()))?;
+    // Temporary files are created 0600; results are ordinary readable files.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("cannot set permissions of {}", tmp.path().display()))?;
+    }
+    tmp.persist(path)
+        .with_context(|| format!("cannot rename into {}", path.display()))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,12 +4,35 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use serde::Deserialize;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::{Plan, ScheduleKind};
 
-/// One row of an `lcam train` run's `metrics.csv` (lcam-cli's own type).
-pub use lcam_cli::train::run::EpochRow;
+/// One row of an `lcam train` run's `metrics.csv` — the reading side of lcam-cli's
+/// `EpochRow`. A copy on purpose: xtask cannot depend on lcam-cli, because with the workspace's
+/// test features lcam-cli links libtorch and xtask's test binary has no rpath to it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct EpochRow {
+    /// 1-based epoch.
+    pub epoch: u64,
+    /// lr of the epoch's last step.
+    pub lr: f64,
+    /// The epoch's mean batch loss.
+    pub train_loss: f64,
+    /// Training accuracy (0–1).
+    pub train_acc: f64,
+    /// Mean test loss.
+    pub test_loss: f64,
+    /// Test accuracy (0–1).
+    pub test_acc: f64,
+    /// Share of steps decided Below.
+    pub below_share: f64,
+    /// Wall seconds of the epoch.
+    pub seconds: f64,
+    /// Training images per second.
+    pub img_per_s: f64,
+}
 
 /// The epochs of one run.
 pub type RunMetrics = Vec<EpochRow>;
