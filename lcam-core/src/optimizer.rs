@@ -113,12 +113,18 @@ pub struct Lcam<F: Scalar> {
 impl<F: Scalar> Lcam<F> {
     /// An optimizer for parameters shaped like `params`, after validating `config`.
     pub fn new(config: LcamConfig, params: &[ArrayD<F>]) -> Result<Self> {
+        Self::with_shapes(config, &shapes_of(params))
+    }
+
+    /// An optimizer for parameters of `shapes` (no parameter needed), after validating
+    /// `config`.
+    pub fn with_shapes(config: LcamConfig, shapes: &[Vec<usize>]) -> Result<Self> {
         let config = config.validate()?;
         Ok(Self {
             controller: PhasedMomentum::new(&config),
             config,
-            shapes: params.iter().map(|p| p.shape().to_vec()).collect(),
-            buffers: vec![None; params.len()],
+            shapes: shapes.to_vec(),
+            buffers: vec![None; shapes.len()],
         })
     }
 
@@ -261,6 +267,13 @@ impl<F: Scalar> Lcam<F> {
     /// inconsistency (format, dtype, config, buffer count or shape) is an error naming the
     /// culprit; nothing is half-loaded.
     pub fn from_state(state: &LcamState<F>, params: &[ArrayD<F>]) -> Result<Self> {
+        Self::from_state_shapes(state, &shapes_of(params))
+    }
+
+    /// [`Lcam::from_state`] for parameters of `shapes` — how adapters whose parameters are not
+    /// ndarray arrays (lcam-tch, lcam-cuda) validate and unpack a state without materialising
+    /// their parameters on the host.
+    pub fn from_state_shapes(state: &LcamState<F>, shapes: &[Vec<usize>]) -> Result<Self> {
         let bad = |location: &str, message: String| LcamError::InvalidState {
             location: location.to_string(),
             message,
@@ -277,15 +290,15 @@ impl<F: Scalar> Lcam<F> {
                 format!("`{}`, expected `{}`", state.dtype, F::DTYPE),
             ));
         }
-        let mut opt = Self::new(state.config, params)?;
+        let mut opt = Self::with_shapes(state.config, shapes)?;
         opt.controller = PhasedMomentum::from_state(&opt.config, state.controller)?;
-        if state.buffers.len() != params.len() {
+        if state.buffers.len() != shapes.len() {
             return Err(bad(
                 "buffers",
                 format!(
                     "{} entries, expected {} (one per parameter)",
                     state.buffers.len(),
-                    params.len()
+                    shapes.len()
                 ),
             ));
         }
@@ -304,4 +317,8 @@ impl<F: Scalar> Lcam<F> {
         }
         Ok(opt)
     }
+}
+
+fn shapes_of<F>(params: &[ArrayD<F>]) -> Vec<Vec<usize>> {
+    params.iter().map(|p| p.shape().to_vec()).collect()
 }

@@ -1,7 +1,6 @@
 //! Saving and loading: lcam-core's [`LcamState`] (`lcam-state/1`) is the format, so a state
 //! saved here loads into lcam-core's `Lcam` (and back), with the same validation.
 
-use lcam_core::ndarray::{ArrayD, IxDyn};
 use lcam_core::{Lcam, LcamConfig, LcamState, TensorData};
 
 use crate::error::Result;
@@ -21,11 +20,7 @@ pub(crate) fn load<F: KernelScalar>(
     state: &LcamState<F>,
     shapes: &[Vec<usize>],
 ) -> Result<Loaded<F>> {
-    let params: Vec<ArrayD<F>> = shapes
-        .iter()
-        .map(|s| ArrayD::from_elem(IxDyn(s), F::default()))
-        .collect();
-    let core = Lcam::from_state(state, &params)?;
+    let core = Lcam::from_state_shapes(state, shapes)?;
     let config = *core.config();
     Ok(Loaded {
         config,

@@ -335,16 +335,12 @@ impl Lcam {
     /// changed. Continuing is bit-identical to continuing the optimizer the state came from,
     /// where that one computes as this one does.
     pub fn load_core_state<F: CoreScalar>(&mut self, state: &LcamState<F>) -> Result<()> {
-        let mut zeros = Vec::with_capacity(self.slots.len());
-        for s in &self.slots {
-            let shape = s.core_shape::<F>()?;
-            zeros.push(lcam_core::ndarray::ArrayD::<F>::from_elem(
-                lcam_core::ndarray::IxDyn(&shape),
-                F::default(),
-            ));
-        }
-        let core = lcam_core::Lcam::from_state(state, &zeros)?;
-        drop(zeros);
+        let shapes = self
+            .slots
+            .iter()
+            .map(|s| s.core_shape::<F>())
+            .collect::<Result<Vec<_>>>()?;
+        let core = lcam_core::Lcam::from_state_shapes(state, &shapes)?;
         let mut buffers = Vec::with_capacity(self.slots.len());
         for (s, b) in self.slots.iter().zip(core.buffers()) {
             buffers.push(match b {
