@@ -238,33 +238,42 @@ fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
         .f_int64_value(&[])? as usize)
 }
 
+impl TchTrainer {
+    /// Backward pass and optimizer step at `lr`: lcam-cuda's fused kernels with `--step cuda`
+    /// (queued behind the backward pass; a non-finite loss makes the device skip the step,
+    /// which `train_step` reports), else lcam-tch's step.
+    fn backward_step(&mut self, loss: &Tensor, lr: f64) -> Result<()> {
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &mut self.fused {
+            fused.set_lr(lr)?;
+            return Ok(fused.backward_step(loss)?);
+        }
+        self.opt.set_lr(lr)?;
+        self.opt.backward_step(loss)?;
+        Ok(())
+    }
+}
+
 impl Trainer for TchTrainer {
     fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
         let (x, y) = self.inputs(batch);
         let logits = self.net.forward_t(&x, true);
         let loss = logits.cross_entropy_for_logits(&y);
-        #[cfg(feature = "cuda")]
-        if let Some(fused) = &mut self.fused {
-            fused.set_lr(lr)?;
-            // Queued behind the backward pass; the host reads the loss below for the metrics
-            // only (a non-finite one made the device skip the step).
-            fused.backward_step(&loss)?;
-            let c = tch::no_grad(|| correct(&logits, &y))?;
-            let value = loss.f_double_value(&[])?;
-            if !value.is_finite() {
-                let s = fused.epoch_stats()?;
-                bail!(
-                    "non-finite batch loss {value} in epoch {} after {} steps (the device skipped the step)",
-                    s.epoch,
-                    s.steps
-                );
-            }
-            return Ok((value, c));
-        }
-        self.opt.set_lr(lr)?;
-        self.opt.backward_step(&loss)?;
+        self.backward_step(&loss, lr)?;
         let c = tch::no_grad(|| correct(&logits, &y))?;
-        Ok((loss.f_double_value(&[])?, c))
+        let value = loss.f_double_value(&[])?;
+        #[cfg(feature = "cuda")]
+        if let Some(fused) = &self.fused
+            && !value.is_finite()
+        {
+            let s = fused.epoch_stats()?;
+            bail!(
+                "non-finite batch loss {value} in epoch {} after {} steps (the device skipped the step)",
+                s.epoch,
+                s.steps
+            );
+        }
+        Ok((value, c))
     }
 
     fn seed_step(&mut self, seed: u64) {
