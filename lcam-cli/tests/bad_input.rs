@@ -318,6 +318,7 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
     ];
     let mut rows = 0;
     let mut named = 0;
+    let mut checked = 0;
     for line in doc.lines() {
         let cells: Vec<&str> = line.split(" | ").collect();
         if !line.starts_with("| ") || cells.len() < 3 || line.starts_with("| input") {
@@ -326,6 +327,7 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
         rows += 1;
         let tests = cells[cells.len() - 1];
         let mut found = 0;
+        let mut bodies = String::new();
         for (key, path) in files {
             let mut rest = tests;
             while let Some(at) = rest.find(&format!("`{key}::")) {
@@ -337,6 +339,7 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
                     src.contains(&format!("fn {name}(")),
                     "{key}::{name}: no such test in {path}"
                 );
+                bodies.push_str(&test_body(&src, name));
                 found += 1;
                 rest = &after[end..];
             }
@@ -353,6 +356,75 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
         }
         assert!(found > 0, "a row without a test: {line}");
         named += found;
+        // The cited tests exercise the row: they mention what the behaviour column quotes (an
+        // error variant, a message fragment, a flag), or at least assert something.
+        if !bodies.is_empty() {
+            let quoted = quoted_tokens(cells[cells.len() - 2]);
+            if quoted.is_empty() {
+                assert!(bodies.contains("assert"), "{line}: the cited tests assert nothing");
+            } else {
+                assert!(
+                    quoted.iter().any(|t| bodies.contains(t.as_str())),
+                    "{line}: none of the cited tests mentions any of {quoted:?}"
+                );
+                checked += 1;
+            }
+        }
     }
+    assert!(checked >= 20, "only {checked} rows checked against their tests' contents");
     assert!(rows >= 40 && named >= rows, "{rows} rows, {named} tests");
+}
+
+/// The source of `fn name(` in `src` up to the next top-level item, plus the bodies of the
+/// same file's functions it calls (one level: tests often share a helper).
+fn test_body(src: &str, name: &str) -> String {
+    fn body<'a>(src: &'a str, name: &str) -> Option<&'a str> {
+        let start = src.find(&format!("fn {name}("))?;
+        let rest = &src[start..];
+        let end = rest
+            .find("\n}\n")
+            .or_else(|| rest.find("\n    }\n"))
+            .map_or(rest.len(), |e| e + 3);
+        Some(&rest[..end])
+    }
+    let Some(own) = body(src, name) else {
+        return String::new();
+    };
+    let mut all = own.to_string();
+    for (i, _) in own.match_indices('(') {
+        let ident: String = own[..i]
+            .chars()
+            .rev()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if ident.len() > 2 && ident != name {
+            if let Some(b) = body(src, &ident) {
+                all.push_str(b);
+            }
+        }
+    }
+    all
+}
+
+/// The fragments quoted in backticks in a behaviour cell, split at `…` and `::`, that are long
+/// enough to be telling (≥ 4 characters).
+fn quoted_tokens(cell: &str) -> Vec<String> {
+    let mut out = vec![];
+    for (i, part) in cell.split('`').enumerate() {
+        if i % 2 == 0 {
+            continue;
+        }
+        for piece in part.split(['…', '(', ')']) {
+            for seg in piece.split("::") {
+                let t = seg.trim().trim_start_matches("error:").trim();
+                if t.chars().count() >= 4 {
+                    out.push(t.to_string());
+                }
+            }
+        }
+    }
+    out
 }

@@ -222,7 +222,11 @@ fn batches_are_deterministic_reshuffled_per_epoch_and_resumable() {
 #[test]
 fn real_cifar_when_present() {
     let Some(dir) = std::env::var_os("LCAM_DATA_DIR") else {
-        eprintln!("skipped: LCAM_DATA_DIR is not set");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Data,
+            "real_cifar_when_present",
+            "LCAM_DATA_DIR is not set",
+        );
         return;
     };
     let dir = std::path::PathBuf::from(dir);
@@ -231,7 +235,11 @@ fn real_cifar_when_present() {
             .join(kind.files(Split::Test)[0].0)
             .exists()
         {
-            eprintln!("skipped: {kind:?} not in {}", dir.display());
+            lcam_testkit::skip(
+                lcam_testkit::Need::Data,
+                "real_cifar_when_present",
+                &format!("{kind:?} not in {}", dir.display()),
+            );
             continue;
         }
         let t = std::time::Instant::now();
@@ -247,6 +255,19 @@ fn real_cifar_when_present() {
             counts.iter().all(|&c| c == 50_000 / kind.classes()),
             "balanced classes"
         );
+        if kind == CifarKind::Cifar100 {
+            // `labels` are the 100 fine labels; the 20 coarse ones are kept beside them, and
+            // every fine class lies in exactly one coarse class.
+            assert_eq!(train.coarse_labels.len(), 50_000);
+            let mut coarse = [0usize; 20];
+            let mut parent = [None::<u8>; 100];
+            for (&f, &c) in train.labels.iter().zip(&train.coarse_labels) {
+                coarse[usize::from(c)] += 1;
+                let p = parent[usize::from(f)].get_or_insert(c);
+                assert_eq!(*p, c, "fine class {f} in two coarse classes");
+            }
+            assert!(coarse.iter().all(|&c| c == 2_500), "{coarse:?}");
+        }
         let mean_r = train
             .images
             .chunks_exact(IMAGE_BYTES)

@@ -362,6 +362,17 @@ fn kill_and_resume(backend: &str, seed: u64) {
             == 2,
         "{reached:?}"
     );
+    // The killed run is unfinished: a start without --resume or --force is refused, and
+    // changes nothing.
+    let before = listing(&crashed);
+    let o = run(backend, d.path(), &crashed, &[]);
+    assert!(
+        !o.status.success()
+            && stderr(&o).contains("already holds an unfinished run (use --resume to continue it)"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(&crashed), before);
     let o = run(backend, d.path(), &crashed, &["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     processes += 1;

@@ -57,7 +57,11 @@ fn replay_cuda_host_reproduces_every_golden_fixture() {
 #[test]
 fn replay_cuda_without_a_gpu_is_one_clear_error() {
     if cudarc_driver_present() {
-        eprintln!("skipped: a CUDA driver is present");
+        lcam_testkit::skip(
+            lcam_testkit::Need::NoGpu,
+            "replay_cuda_without_a_gpu_is_one_clear_error",
+            "a CUDA driver is present",
+        );
         return;
     }
     let trace = golden("quadratic_f32_cifar10.trace.json");

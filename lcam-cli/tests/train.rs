@@ -138,7 +138,7 @@ fn run_and_resume(backend: &str, model_file: &str) {
     let before = std::fs::read(full.path().join("metrics.csv")).expect("read");
     let o = train(backend, d.path(), full.path(), &["--epochs", "3"]);
     assert!(
-        !o.status.success() && stderr(&o).contains("finished run"),
+        !o.status.success() && stderr(&o).contains("already holds a finished run"),
         "{}",
         stderr(&o)
     );
@@ -298,7 +298,7 @@ mod tch {
     #[test]
     fn the_cuda_step_trains_and_hands_over_to_the_native_step() {
         if !::tch::Cuda::is_available() {
-            eprintln!("SKIPPED: no CUDA device (tch::Cuda::is_available() is false)");
+            lcam_testkit::skip(lcam_testkit::Need::Gpu, "the_cuda_step_trains_and_hands_over_to_the_native_step", "no CUDA device (tch::Cuda::is_available() is false)");
             return;
         }
         let d = data(CifarKind::Cifar10, 40);

@@ -550,6 +550,32 @@ impl Fixture {
     }
 }
 
+impl Fixture {
+    /// Bit equality with the expected trajectory: the same structure, momenta and phases, and
+    /// every parameter element the same value bit for bit (`to_bits`; f32 trajectories are
+    /// stored widened to f64, exactly). `Err` names the first differing element.
+    pub fn check_bit_exact(&self, actual: &Trajectory) -> std::result::Result<(), String> {
+        let c = actual.compare(&self.expected);
+        if let Some(m) = c.mismatch {
+            return Err(format!("{}: {m}", self.name));
+        }
+        for (a, e) in actual.params.iter().zip(&self.expected.params) {
+            if let Some(i) = a
+                .data
+                .iter()
+                .zip(&e.data)
+                .position(|(x, y)| x.to_bits() != y.to_bits())
+            {
+                return Err(format!(
+                    "{}: `{}`[{i}] is {:e}, PyTorch's is {:e} (not bit-exact)",
+                    self.name, a.name, a.data[i], e.data[i]
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Loads every fixture listed in `dir/manifest.json` (`{"scenarios":[{"name":…},…]}`).
 pub fn load_fixtures(dir: &std::path::Path) -> Result<Vec<Fixture>> {
     let read = |name: &str| {

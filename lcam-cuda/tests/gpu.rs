@@ -12,7 +12,7 @@ fn gpu_or_skip(test: &str) -> bool {
     match lcam_cuda::nvrtc::require_driver() {
         Ok(()) => true,
         Err(e) => {
-            eprintln!("{test}: skipped: no CUDA driver ({e})");
+            lcam_testkit::skip(lcam_testkit::Need::Gpu, test, &format!("no CUDA driver ({e})"));
             false
         }
     }
@@ -113,7 +113,11 @@ fn null_pointers_are_refused_before_any_launch() {
 #[test]
 fn without_a_driver_replay_is_a_typed_error() {
     if lcam_cuda::nvrtc::require_driver().is_ok() {
-        eprintln!("without_a_driver_replay_is_a_typed_error: skipped: a CUDA driver is present");
+        lcam_testkit::skip(
+            lcam_testkit::Need::NoGpu,
+            "without_a_driver_replay_is_a_typed_error",
+            "a CUDA driver is present",
+        );
         return;
     }
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");

@@ -15,7 +15,7 @@ fn nvrtc_or_skip(test: &str) -> bool {
             if option_env!("LIBTORCH").is_some() || !dir.is_empty() {
                 panic!("{test}: {e} (build.rs found the NVRTC directory `{dir}`)");
             }
-            eprintln!("{test}: skipped: {e}");
+            lcam_testkit::skip(lcam_testkit::Need::Gpu, test, &format!("{e}"));
             false
         }
     }
@@ -49,6 +49,26 @@ fn compiles_for_sm_80() {
 #[test]
 fn compiles_for_sm_90() {
     compiles_for("sm_90");
+}
+
+/// The compile options forbid contracting `a·b + c` into a fused multiply-add (`--fmad=false`):
+/// a probe kernel through the production options keeps a separate multiply and add. Dropping
+/// the option makes NVRTC emit `fma.rn.f32` here, and this test fail.
+#[test]
+fn no_implicit_fused_multiply_add() {
+    if !nvrtc_or_skip("no_implicit_fused_multiply_add") {
+        return;
+    }
+    let probe = r#"extern "C" __global__ void k(float *x, const float *a, const float *b, const float *c) {
+        unsigned i = threadIdx.x; x[i] = a[i] * b[i] + c[i]; }"#;
+    let text = nvrtc::compile_source(probe, "sm_90")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_src();
+    assert!(!text.contains("fma."), "an implicit fma:\n{text}");
+    assert!(
+        text.contains("mul.rn.f32") && text.contains("add.rn.f32"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn matches_libtorch_sgd_in_f64() {
 #[test]
 fn matches_libtorch_sgd_on_cuda() {
     if !tch::Cuda::is_available() {
-        eprintln!("SKIPPED: no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(lcam_testkit::Need::Gpu, "matches_libtorch_sgd_on_cuda", "no CUDA device (tch::Cuda::is_available() is false)");
         return;
     }
     compare(LcamConfig::cifar10(), Device::Cuda(0), Kind::Float, 1e-5);

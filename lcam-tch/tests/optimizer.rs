@@ -115,7 +115,7 @@ fn save_load_continue_is_bit_identical() {
 #[test]
 fn save_load_continue_on_cuda() {
     if !tch::Cuda::is_available() {
-        eprintln!("SKIPPED: no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(lcam_testkit::Need::Gpu, "save_load_continue_on_cuda", "no CUDA device (tch::Cuda::is_available() is false)");
         return;
     }
     save_load_continue(Device::Cuda(0), Kind::Float);
@@ -359,7 +359,11 @@ fn buffers_live_on_the_parameters_device_and_dtype() {
     if tch::Cuda::is_available() {
         devices.push(Device::Cuda(0));
     } else {
-        eprintln!("SKIPPED (CUDA part): no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Gpu,
+            "buffers_live_on_the_parameters_device_and_dtype (CUDA part)",
+            "no CUDA device (tch::Cuda::is_available() is false)",
+        );
     }
     for device in devices {
         for kind in [Kind::Float, Kind::Double] {

@@ -14,6 +14,7 @@ mod bench;
 mod download;
 mod equivalence;
 mod fuzz;
+mod oracle;
 mod reproduce;
 mod torch;
 
@@ -167,15 +168,28 @@ fn reproduce_cmd(root: &Path, args: &reproduce::ReproduceArgs) -> Result<()> {
         // Verifies what is there; fetches only what is missing.
         download::install(&spec, &data_dir, None)?;
     }
-    let lcam = match plan.backend {
-        reproduce::Backend::Tch => build_lcam(root, &torch::ensure()?.cargo_env())?,
-        reproduce::Backend::Burn => {
-            sh(
-                root,
-                cargo().args(["build", "--package", "lcam-cli", "--features", "burn"]),
-            )?;
-            lcam_path(root)
+    let runner = if args.pytorch {
+        reproduce::Runner::Python {
+            python: torch::ensure()?.python,
+            root: root.to_path_buf(),
         }
+    } else if let Some(lcam) = &args.lcam {
+        // A binary copied aside for a long run: a rebuild cannot swap it mid-run.
+        if !lcam.is_file() {
+            bail!("--lcam {}: no such file", lcam.display());
+        }
+        reproduce::Runner::Lcam(lcam.clone())
+    } else {
+        reproduce::Runner::Lcam(match plan.backend {
+            reproduce::Backend::Tch => build_lcam(root, &torch::ensure()?.cargo_env())?,
+            reproduce::Backend::Burn => {
+                sh(
+                    root,
+                    cargo().args(["build", "--package", "lcam-cli", "--features", "burn"]),
+                )?;
+                lcam_path(root)
+            }
+        })
     };
     eprintln!(
         "xtask: reproduce --preset {}: {} runs into {}",
@@ -183,7 +197,7 @@ fn reproduce_cmd(root: &Path, args: &reproduce::ReproduceArgs) -> Result<()> {
         plan.runs.len(),
         plan.out.display()
     );
-    reproduce::run(&plan, Some(&lcam), &data_dir)
+    reproduce::run(&plan, Some(&runner), &data_dir)
 }
 
 /// The workspace root (the directory above xtask's manifest).
@@ -250,6 +264,10 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
     tests.arg("test").args(&scope);
     // Insta must compare, never write, snapshots here.
     tests.env("INSTA_UPDATE", "no");
+    // Every skipped test appends a line here (lcam-testkit); listed in the summary below.
+    let skip_log = target_dir(root).join("lcam-skipped-tests.tsv");
+    let _ = std::fs::remove_file(&skip_log);
+    tests.env("LCAM_SKIP_LOG", &skip_log);
     sh(root, &mut tests)?;
     if !no_tch {
         // `cargo test` just built `lcam` with every backend (its integration tests run it).
@@ -264,6 +282,27 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
             max_seconds: 60,
         },
     )?;
+    let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
+    let mut lines: Vec<&str> = skipped.lines().collect();
+    lines.sort_unstable();
+    lines.dedup();
+    if lines.is_empty() {
+        eprintln!("xtask: skipped tests: none");
+    } else {
+        eprintln!(
+            "xtask: skipped tests: {} (LCAM_REQUIRE_GPU=1 / LCAM_REQUIRE_DATA=1 make them fail):",
+            lines.len()
+        );
+        for l in &lines {
+            let mut f = l.splitn(3, '\t');
+            let (need, test, why) = (
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+                f.next().unwrap_or(""),
+            );
+            eprintln!("xtask:   [{need}] {test}: {why}");
+        }
+    }
     eprintln!("xtask: all checks passed");
     Ok(())
 }
@@ -302,5 +341,12 @@ fn golden(root: &Path) -> Result<()> {
         Command::new(&env.python)
             .arg("scripts/golden.py")
             .args(["--out", "fixtures/golden"]),
+    )?;
+    // The demo's WRN: initialisation and one forward/backward batch (lcam-cli's model tests).
+    sh(
+        root,
+        Command::new(&env.python)
+            .arg("scripts/wrn_fixtures.py")
+            .args(["--out", "fixtures/wrn"]),
     )
 }

@@ -777,4 +777,143 @@ mod tests {
         assert!(trainable(&t) == before);
         assert!(t.train_step(&batch(2, 0), 0.1).is_ok());
     }
+
+    // ---- against the demo's WRN in PyTorch (fixtures/wrn, scripts/wrn_fixtures.py) ----
+
+    use crate::train::wrn_fixture::{FwdBwd, Init, check_init_tensor, max_rel_err};
+    use burn::module::ModuleMapper;
+
+    fn wrn_fixtures() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/wrn")
+    }
+
+    /// Every float tensor of `m` in module order — PyTorch's `state_dict` order (BN: weight,
+    /// bias, running mean, running var), with Burn's shapes (`fc.weight` is `[in, out]`).
+    fn ordered(m: &Wrn) -> Vec<(Vec<usize>, Vec<f32>, ParamId)> {
+        struct All(Vec<(Vec<usize>, Vec<f32>, ParamId)>);
+        impl ModuleVisitor for All {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let v = param.val();
+                let shape = v.dims().to_vec();
+                let data = v.into_data().try_to_vec::<f32>().expect("f32");
+                self.0.push((shape, data, param.id));
+            }
+        }
+        let mut all = All(vec![]);
+        m.visit(&mut all);
+        all.0
+    }
+
+    /// `[out, in]` (PyTorch) → `[in, out]` (Burn), or back.
+    fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| v[r * cols + c]))
+            .collect()
+    }
+
+    #[test]
+    fn initialisation_matches_the_demo() {
+        let init = Init::load(&wrn_fixtures().join("init-wrn-16-1.json")).expect("fixture");
+        let cfg = RunConfig {
+            seed: init.seed,
+            ..config(&init.model, CifarKind::Cifar10)
+        };
+        let t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let got = ordered(t.model().expect("model"));
+        assert_eq!(got.len(), init.tensors.len());
+        for (want, (shape, values, _)) in init.tensors.iter().zip(&got) {
+            let mut s = want.shape.clone();
+            if want.name == "fc.weight" {
+                s.reverse();
+            }
+            assert_eq!(shape, &s, "{}", want.name);
+            check_init_tensor(want, values).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    #[test]
+    fn forward_and_backward_match_pytorch() {
+        let fx = FwdBwd::load(&wrn_fixtures().join("fwdbwd-wrn-10-1.json")).expect("fixture");
+        let cfg = config(&fx.model, CifarKind::Cifar10);
+        let t = BurnTrainer::new(&cfg, None).expect("trainer");
+        let model = t.model().expect("model").clone();
+        // PyTorch's tensor names in module order.
+        let names: Vec<String> = fx
+            .tensors
+            .iter()
+            .filter_map(|b| b.key.strip_prefix("init:").map(str::to_string))
+            .collect();
+        struct Load<'a> {
+            fx: &'a FwdBwd,
+            names: std::slice::Iter<'a, String>,
+        }
+        impl ModuleMapper for Load<'_> {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let name = self.names.next().expect("as many tensors as PyTorch");
+                let (shape, data) = self.fx.tensor(&format!("init:{name}")).expect("init");
+                let (shape, data) = if name == "fc.weight" {
+                    (vec![shape[1], shape[0]], transpose(data, shape[0], shape[1]))
+                } else {
+                    (shape, data.to_vec())
+                };
+                param.map(|old| {
+                    assert_eq!(old.dims().to_vec(), shape, "{name}");
+                    let dev = old.device();
+                    let grad = old.is_require_grad();
+                    Tensor::<D>::from_data(TensorData::new(data, shape.clone()), &dev)
+                        .set_require_grad(grad)
+                })
+            }
+        }
+        let model = model.map(&mut Load {
+            fx: &fx,
+            names: names.iter(),
+        });
+        let (xs, x) = fx.tensor("input").expect("input");
+        let dev = t.device.clone();
+        let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), xs), &dev);
+        let y = Tensor::<1, Int>::from_data(TensorData::new(fx.labels.clone(), [fx.labels.len()]), &dev);
+        let logits = model.forward(x);
+        let loss = cross_entropy(logits.clone(), y).mean();
+        let l = scalar(loss.clone().detach(), "loss").expect("loss");
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let logits = logits.into_data().try_to_vec::<f32>().expect("logits");
+        let mut worst = 0.0f64;
+        let mut check = |what: &str, got: &[f32], want: &[f32]| {
+            let e = max_rel_err(got, want);
+            worst = worst.max(e);
+            assert!(e <= 1e-4, "{what}: max relative error {e:.3e} > 1e-4");
+        };
+        check("logits", &logits, fx.tensor("logits").expect("logits").1);
+        assert!((l - fx.loss).abs() / fx.loss <= 1e-5, "loss {l} vs PyTorch {}", fx.loss);
+        // Running statistics after the batch: `valid()` folds them in.
+        let after = ordered(&model.valid());
+        let mut n_grads = 0;
+        for (name, (shape, values, id)) in names.iter().zip(&after) {
+            if name.ends_with("running_mean") || name.ends_with("running_var") {
+                check(name, values, fx.tensor(&format!("after:{name}")).expect("after").1);
+                continue;
+            }
+            // The container downcasts by rank: ask with the tensor's own.
+            let data = match shape.len() {
+                1 => grads.get::<1>(*id).map(|g| g.into_data()),
+                2 => grads.get::<2>(*id).map(|g| g.into_data()),
+                _ => grads.get::<4>(*id).map(|g| g.into_data()),
+            };
+            let g = data
+                .unwrap_or_else(|| panic!("no gradient for {name}"))
+                .try_to_vec::<f32>()
+                .expect("f32");
+            let want = fx.tensor(&format!("grad:{name}")).expect("grad").1;
+            let g = if name == "fc.weight" {
+                transpose(&g, shape[0], shape[1])
+            } else {
+                g
+            };
+            check(&format!("grad {name}"), &g, want);
+            n_grads += 1;
+        }
+        assert_eq!(n_grads, fx.grad_count());
+        eprintln!("Burn vs PyTorch: worst max relative error {worst:.2e}");
+    }
 }

@@ -9,6 +9,7 @@ pub mod run;
 pub mod schedule;
 #[cfg(feature = "tch")]
 pub mod tch_backend;
+pub mod wrn_fixture;
 
 use anyhow::{Result, bail};
 

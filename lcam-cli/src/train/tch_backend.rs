@@ -47,8 +47,17 @@ fn conv(p: nn::Path, cin: usize, cout: usize, k: usize, stride: usize) -> nn::Co
 }
 
 fn bn(p: nn::Path, c: usize) -> nn::BatchNorm {
-    // BN weight 1, bias 0 (tch's defaults), PyTorch's eps and momentum.
-    nn::batch_norm2d(p, c as i64, Default::default())
+    // SPEC §3 / the demo: BN weight 1, bias 0; PyTorch's eps and momentum. tch's default
+    // `ws_init` is Uniform(0, 1), not PyTorch's ones: it must be set.
+    nn::batch_norm2d(
+        p,
+        c as i64,
+        nn::BatchNormConfig {
+            ws_init: nn::Init::Const(1.0),
+            bs_init: nn::Init::Const(0.0),
+            ..Default::default()
+        },
+    )
 }
 
 #[derive(Debug)]

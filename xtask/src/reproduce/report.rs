@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::{Plan, ScheduleKind};
@@ -70,31 +71,136 @@ pub struct ConfigRuns {
 /// The runs of a panel, configuration by configuration (the plan's order).
 pub type PanelRuns = Vec<ConfigRuns>;
 
-/// Loads every run of `plan`; all must be finished.
-pub fn collect(plan: &Plan) -> Result<Vec<PanelRuns>> {
-    let mut out: Vec<PanelRuns> = plan
-        .panels
-        .iter()
-        .map(|p| vec![ConfigRuns::default(); p.configs.len()])
-        .collect();
-    let mut run_order: Vec<&super::RunSpec> = plan.runs.iter().collect();
-    run_order.sort_by_key(|r| (r.panel, r.config, r.seed));
-    for run in run_order {
-        let rows = load_metrics(&run.dir).with_context(|| {
-            format!(
-                "run {} has no results yet: run `cargo xtask reproduce` without --report-only",
-                run.dir.display()
-            )
-        })?;
-        if rows.len() as u64 != plan.protocol.epochs {
-            bail!(
-                "run {} is unfinished ({} of {} epochs): rerun `cargo xtask reproduce` to resume it",
-                run.dir.display(),
-                rows.len(),
-                plan.protocol.epochs
-            );
+/// The runs of a plan as found on disk.
+#[derive(Debug, Clone, Default)]
+pub struct Collected {
+    /// Per panel, per configuration: the complete runs, in seed order.
+    pub runs: Vec<PanelRuns>,
+    /// The runs that are missing or unfinished, each named with its directory and why.
+    pub missing: Vec<String>,
+}
+
+/// The fields of `config.json` a run of the plan must have, as `(json pointer, value)`.
+pub(crate) fn expected_config(plan: &Plan, panel: usize, config: usize, seed: u32) -> Vec<(String, Value)> {
+    let c = &plan.panels[panel].configs[config];
+    let p = plan.protocol_of(c);
+    let (depth, widen) = p
+        .model
+        .strip_prefix("wrn-")
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(d, k)| Some((d.parse::<u64>().ok()?, k.parse::<u64>().ok()?)))
+        .unwrap_or((0, 0));
+    let mut v = vec![
+        ("/dataset".to_string(), json!(plan.panels[panel].dataset)),
+        ("/model/depth".into(), json!(depth)),
+        ("/model/widen".into(), json!(widen)),
+        ("/epochs".into(), json!(p.epochs)),
+        ("/batch_size".into(), json!(p.batch_size)),
+        ("/train_images".into(), json!(p.train_images)),
+        ("/test_images".into(), json!(p.test_images)),
+        ("/seed".into(), json!(seed)),
+        ("/lcam/lr".into(), json!(p.lr)),
+        ("/lcam/weight_decay".into(), json!(p.weight_decay)),
+        ("/lcam/momentum_below".into(), json!(c.below)),
+        ("/lcam/momentum_above".into(), json!(c.above)),
+    ];
+    let sched = plan.schedule(panel, config);
+    if let Some(rest) = sched.strip_prefix("step:") {
+        if let Some((f, after)) = rest.split_once('@') {
+            v.push(("/schedule/kind".into(), json!("step")));
+            v.push((
+                "/schedule/factor".into(),
+                json!(f.parse::<f64>().unwrap_or(f64::NAN)),
+            ));
+            let after: Vec<u64> = after.split(',').filter_map(|a| a.parse().ok()).collect();
+            v.push(("/schedule/after".into(), json!(after)));
         }
-        out[run.panel][run.config].seeds.push(rows);
+    } else if let Some(rest) = sched.strip_prefix("exp:") {
+        if let Some((g, from)) = rest.split_once('@') {
+            v.push(("/schedule/kind".into(), json!("exp")));
+            v.push((
+                "/schedule/gamma".into(),
+                json!(g.parse::<f64>().unwrap_or(f64::NAN)),
+            ));
+            v.push((
+                "/schedule/from".into(),
+                json!(from.parse::<u64>().unwrap_or(0)),
+            ));
+        }
+    } else {
+        v.push(("/schedule/kind".into(), json!(sched)));
+    }
+    v
+}
+
+/// Checks `<dir>/config.json` against the plan: the first field that differs, if any.
+fn config_mismatch(dir: &Path, expected: &[(String, Value)]) -> Result<Option<String>> {
+    let path = dir.join("config.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let got: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not valid JSON", path.display()))?;
+    for (ptr, want) in expected {
+        let have = got.pointer(ptr);
+        let same = match (have, want) {
+            (Some(Value::Number(a)), Value::Number(b)) => a.as_f64() == b.as_f64(),
+            (Some(a), b) => a == b,
+            (None, _) => false,
+        };
+        if !same {
+            return Ok(Some(format!(
+                "`{}` is {} in {}, the preset says {want}",
+                ptr.trim_start_matches('/').replace('/', "."),
+                have.map_or_else(|| "absent".to_string(), Value::to_string),
+                path.display()
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// Loads every run of `plan`. A run without results, or with fewer epochs than its budget, is
+/// listed in `missing` (the caller decides whether that is an error); a run whose `config.json`
+/// differs from the preset is refused: an error, never averaged in.
+pub fn collect(plan: &Plan) -> Result<Collected> {
+    let mut out = Collected {
+        runs: plan
+            .panels
+            .iter()
+            .map(|p| vec![ConfigRuns::default(); p.configs.len()])
+            .collect(),
+        missing: vec![],
+    };
+    for (pi, panel) in plan.panels.iter().enumerate() {
+        for (ci, c) in panel.configs.iter().enumerate() {
+            let epochs = plan.protocol_of(c).epochs;
+            for seed in 1..=plan.seeds {
+                let dir = plan.dir(pi, ci, seed);
+                let name = dir.display().to_string();
+                if !dir.join("metrics.csv").is_file() || !dir.join("config.json").is_file() {
+                    if !out.missing.contains(&format!("{name} (no results)")) {
+                        out.missing.push(format!("{name} (no results)"));
+                    }
+                    continue;
+                }
+                if let Some(m) = config_mismatch(&dir, &expected_config(plan, pi, ci, seed))? {
+                    bail!(
+                        "run {name} was trained with another configuration than preset {}: {m}; \
+                         move it away (it is not averaged in)",
+                        plan.protocol.preset
+                    );
+                }
+                let rows = load_metrics(&dir)?;
+                if (rows.len() as u64) < epochs {
+                    let why = format!("{name} (unfinished: {} of {epochs} epochs)", rows.len());
+                    if !out.missing.contains(&why) {
+                        out.missing.push(why);
+                    }
+                    continue;
+                }
+                out.runs[pi][ci].seeds.push(rows);
+            }
+        }
     }
     Ok(out)
 }
@@ -131,6 +237,9 @@ impl Summary {
 
     /// `mean ± hw` with `digits` decimals (`mean` alone for one sample).
     pub fn show(&self, digits: usize) -> String {
+        if self.n == 0 {
+            return "—".into();
+        }
         match self.half_width {
             Some(h) => format!("{:.digits$} ± {:.digits$}", self.mean, h),
             None => format!("{:.digits$}", self.mean),
@@ -217,11 +326,207 @@ fn show_reach(reach: &[Option<u64>]) -> String {
     )
 }
 
+/// The claim's verdict for one dataset: LCAM with E/2 epochs against fixed 0.9 with E.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimVerdict {
+    /// Final accuracy (%) of fixed 0.9 with the full budget.
+    pub sgd: Summary,
+    /// Final accuracy (%) of LCAM with half the budget.
+    pub lcam: Summary,
+    /// LCAM − SGD per seed (percentage points), paired by seed.
+    pub diff: Summary,
+}
+
+impl ClaimVerdict {
+    /// Compares the final accuracies of the panel's two configurations, seed by seed.
+    pub fn of(sgd: &ConfigRuns, lcam: &ConfigRuns) -> ClaimVerdict {
+        let finals = |r: &ConfigRuns| -> Vec<f64> {
+            r.seeds
+                .iter()
+                .filter_map(|s| s.last())
+                .map(|e| 100.0 * e.test_acc)
+                .collect()
+        };
+        let (a, b) = (finals(sgd), finals(lcam));
+        let diffs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y - x).collect();
+        ClaimVerdict {
+            sgd: Summary::of(&a),
+            lcam: Summary::of(&b),
+            diff: Summary::of(&diffs),
+        }
+    }
+
+    /// The plain sentence: reaches, falls short, or cannot tell.
+    pub fn sentence(&self, dataset: &str, sgd_label: &str, lcam_label: &str) -> String {
+        let d = &self.diff;
+        let nums = format!(
+            "{} % vs {} %, difference {} points (95 % CI over {} paired seed(s))",
+            self.lcam.show(2),
+            self.sgd.show(2),
+            d.show(2),
+            d.n
+        );
+        match d.half_width {
+            _ if d.n == 0 => format!("{dataset}: no paired runs yet, no verdict."),
+            None => format!(
+                "{dataset}: one seed only ({nums}); no confidence interval, no verdict."
+            ),
+            Some(h) if d.mean - h > 0.0 => format!(
+                "{dataset}: **yes** — {lcam_label} with half the epochs beats {sgd_label} with all of them: {nums}."
+            ),
+            Some(h) if d.mean + h < 0.0 => format!(
+                "{dataset}: **no** — {lcam_label} with half the epochs falls short of {sgd_label} with all of them: {nums}."
+            ),
+            Some(_) => format!(
+                "{dataset}: **not distinguishable** — {lcam_label} with half the epochs is within noise of {sgd_label} with all of them (the interval includes 0): {nums}."
+            ),
+        }
+    }
+}
+
+/// "Half the epochs": one paragraph and table per claim panel.
+fn claim_section(plan: &Plan, results: &[PanelRuns]) -> String {
+    let mut s = String::new();
+    let claim: Vec<usize> = (0..plan.panels.len())
+        .filter(|&i| plan.panels[i].figure == super::CLAIM_FIGURE)
+        .collect();
+    if claim.is_empty() {
+        return s;
+    }
+    let _ = writeln!(
+        s,
+        "## The claim — LCAM with half the epochs against fixed momentum 0.9\n\n\
+         ![the claim: test error and train loss per epoch](claim.png)\n\n\
+         Per dataset, fixed momentum 0.9 trained for the preset's {} epochs against the dataset's \
+         LCAM preset trained for {} epochs, each with the step schedule scaled to its own \
+         budget. The difference is LCAM − SGD in final test accuracy, per seed (seeds pair \
+         the initial weights and batch order), with the 95 % CI of its mean.\n",
+        plan.protocol.epochs,
+        (plan.protocol.epochs / 2).max(1)
+    );
+    let _ = writeln!(
+        s,
+        "| dataset | fixed 0.9, {} epochs (%) | LCAM, {} epochs (%) | LCAM − SGD (points) | schedules |\n|---|---|---|---|---|",
+        plan.protocol.epochs,
+        (plan.protocol.epochs / 2).max(1)
+    );
+    let mut sentences = vec![];
+    for &pi in &claim {
+        let panel = &plan.panels[pi];
+        let (Some(sgd), Some(lcam)) = (results[pi].first(), results[pi].get(1)) else {
+            continue;
+        };
+        let v = ClaimVerdict::of(sgd, lcam);
+        let d = if panel.dataset == "cifar10" {
+            "CIFAR-10"
+        } else {
+            "CIFAR-100"
+        };
+        let _ = writeln!(
+            s,
+            "| {d} ({}) | {} | {} | {} | `{}` vs `{}` |",
+            panel.configs[1].label().replace(", half the epochs", ""),
+            v.sgd.show(2),
+            v.lcam.show(2),
+            v.diff.show(2),
+            plan.schedule(pi, 0),
+            plan.schedule(pi, 1)
+        );
+        sentences.push(v.sentence(
+            d,
+            &panel.configs[0].label(),
+            &panel.configs[1].label().replace(", half the epochs", ""),
+        ));
+    }
+    s.push('\n');
+    for t in sentences {
+        let _ = writeln!(s, "{t}\n");
+    }
+    s
+}
+
+/// Whether two means agree: their difference within the combined 95 % half-widths
+/// (√(h₁² + h₂²)); `None` without two intervals.
+pub fn agree(a: &Summary, b: &Summary) -> Option<(bool, f64)> {
+    let (ha, hb) = (a.half_width?, b.half_width?);
+    let combined = (ha * ha + hb * hb).sqrt();
+    Some(((a.mean - b.mean).abs() <= combined, combined))
+}
+
+/// lcam's runs beside the PyTorch reference trainer's, configuration by configuration.
+fn second_stack_section(plan: &Plan, lcam: &Collected, pt: &Collected, pt_plan: &Plan) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## A second stack: the same runs in plain PyTorch\n\n\
+         `scripts/pt_reference_train.py` trains the demo's WRN (`scripts/demo_wrn.py`, the demo's \
+         initialisation) with `torch.optim.SGD` and the demo's momentum switch, on the same \
+         images, protocol and seeds (its own random streams: weights, batch order and \
+         augmentation differ from lcam's draw for draw). Final test accuracy, mean ± 95 % CI:\n"
+    );
+    let _ = writeln!(
+        s,
+        "| configuration | lcam (tch) | n | PyTorch | n | difference | agree (within √(h₁²+h₂²)) |\n|---|---|---|---|---|---|---|"
+    );
+    for (ppi, panel) in pt_plan.panels.iter().enumerate() {
+        for (pci, c) in panel.configs.iter().enumerate() {
+            // The same configuration in lcam's plan.
+            let found = plan.panels.iter().enumerate().find_map(|(pi, p)| {
+                (p.dataset == panel.dataset && p.schedule == panel.schedule)
+                    .then(|| p.configs.iter().position(|x| x == c).map(|ci| (pi, ci)))
+                    .flatten()
+            });
+            let Some((pi, ci)) = found else { continue };
+            let a = config_stats(&lcam.runs[pi][ci], f64::INFINITY).final_acc;
+            let b = config_stats(&pt.runs[ppi][pci], f64::INFINITY).final_acc;
+            let verdict = match agree(&a, &b) {
+                Some((true, w)) => format!("yes (|Δ| ≤ {w:.2})"),
+                Some((false, w)) => format!("**no** (|Δ| > {w:.2})"),
+                None => "— (needs ≥ 2 seeds each)".into(),
+            };
+            let _ = writeln!(
+                s,
+                "| {}, {} | {} | {} | {} | {} | {:.2} | {verdict} |",
+                panel.title(),
+                c.label(),
+                a.show(2),
+                a.n,
+                b.show(2),
+                b.n,
+                a.mean - b.mean
+            );
+        }
+    }
+    if !pt.missing.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nPyTorch runs missing or unfinished: {}.",
+            pt.missing.join("; ")
+        );
+    }
+    s.push('\n');
+    s
+}
+
 /// The whole `report.md`.
-pub fn markdown(plan: &Plan, results: &[PanelRuns]) -> String {
+pub fn markdown(plan: &Plan, collected: &Collected, second: Option<(&Collected, &Plan)>) -> String {
+    let results = &collected.runs;
     let p = &plan.protocol;
     let mut s = String::new();
     let _ = writeln!(s, "# LCAM reproduction — preset `{}`\n", p.preset);
+    if !collected.missing.is_empty() {
+        let _ = writeln!(
+            s,
+            "**PARTIAL REPORT**: {} of the plan's runs are missing or unfinished; every table \
+             below summarises only the complete runs (its `n` says how many).\n",
+            collected.missing.len()
+        );
+        for m in &collected.missing {
+            let _ = writeln!(s, "- {m}");
+        }
+        s.push('\n');
+    }
+    let claim = claim_section(plan, results);
     let _ = writeln!(
         s,
         "Produced by `cargo xtask reproduce --preset {} --seeds {} --backend {} --device {}` \
@@ -277,7 +582,11 @@ pub fn markdown(plan: &Plan, results: &[PanelRuns]) -> String {
     }
     let mut seconds = 0.0;
     let mut drawn = vec![];
+    s.push_str(&claim);
     for (panel, runs) in plan.panels.iter().zip(results) {
+        if panel.figure == super::CLAIM_FIGURE {
+            continue;
+        }
         let _ = writeln!(s, "## Figure {} — {}\n", panel.figure, panel.title());
         if !drawn.contains(&panel.figure) {
             drawn.push(panel.figure);
@@ -293,16 +602,17 @@ pub fn markdown(plan: &Plan, results: &[PanelRuns]) -> String {
             .unwrap_or(f64::NAN);
         let _ = writeln!(
             s,
-            "| configuration | final test acc (%) | best test acc (%) | epoch of best | epochs to reach {:.2} % | final train loss | below-mean steps, last epoch (%) |",
+            "| configuration | n | final test acc (%) | best test acc (%) | epoch of best | epochs to reach {:.2} % | final train loss | below-mean steps, last epoch (%) |",
             baseline
         );
-        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         for (c, r) in panel.configs.iter().zip(runs) {
             let st = config_stats(r, baseline);
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.label(),
+                st.final_acc.n,
                 st.final_acc.show(2),
                 st.best_acc.show(2),
                 st.best_epoch.show(1),
@@ -323,6 +633,9 @@ pub fn markdown(plan: &Plan, results: &[PanelRuns]) -> String {
              Schedule `{sched}`.\n",
             baseline
         );
+    }
+    if let Some((pt, pt_plan)) = second {
+        s.push_str(&second_stack_section(plan, collected, pt, pt_plan));
     }
     let _ = writeln!(
         s,
