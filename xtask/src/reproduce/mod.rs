@@ -16,7 +16,8 @@
 //! once. Runs are resumable: a run directory that holds a checkpoint (`LATEST`) is continued with
 //! `lcam train --resume` (a finished one does no work; a different configuration is refused by
 //! `lcam` itself), so an interrupted `reproduce` picks up where it stopped. `--jobs N` runs N
-//! `lcam train` processes at once (each with `--threads`), their output in `<run>/train.log`.
+//! `lcam train` processes at once (each with `--threads`), their output in `<run>.log` (e.g.
+//! `seed-1.log` beside `seed-1/`).
 
 mod plot;
 mod report;
@@ -732,7 +733,7 @@ fn finished(plan: &Plan, run: &RunSpec) -> bool {
     load_metrics(&run.dir).is_ok_and(|m| m.len() as u64 >= plan.protocol_of(c).epochs)
 }
 
-/// Trains one run; with `log`, its output goes to `<run>/train.log`.
+/// Trains one run; with `log`, its output goes to `<run>.log` beside the run directory.
 fn train_one(plan: &Plan, run: &RunSpec, runner: &Runner, data_dir: &Path, log: bool) -> Result<()> {
     let panel = &plan.panels[run.panel];
     let what = format!(
@@ -763,9 +764,12 @@ fn train_one(plan: &Plan, run: &RunSpec, runner: &Runner, data_dir: &Path, log: 
     let mut cmd = Command::new(lcam);
     cmd.args(&args);
     if log {
-        std::fs::create_dir_all(&run.dir)
-            .with_context(|| format!("cannot create {}", run.dir.display()))?;
-        let path = run.dir.join("train.log");
+        // Beside the run directory, not in it: `lcam train` refuses a non-empty new directory.
+        let path = run.dir.with_extension("log");
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
