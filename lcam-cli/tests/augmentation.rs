@@ -61,7 +61,10 @@ fn decode(out: &[f32]) -> (usize, usize, bool) {
     // crop's offset − 4 in padded coordinates).
     let dx = if flipped { col - 15 } else { col - 16 };
     let dy = row - 16;
-    assert!((-4..=4).contains(&dx) && (-4..=4).contains(&dy), "{dx} {dy}");
+    assert!(
+        (-4..=4).contains(&dx) && (-4..=4).contains(&dy),
+        "{dx} {dy}"
+    );
     ((dx + 4) as usize, (dy + 4) as usize, flipped)
 }
 
@@ -112,7 +115,10 @@ fn crop_offsets_and_flips_are_uniform_and_independent() {
         let k = counts.len() as f64;
         let expected = vec![nf / k; counts.len()];
         let (stat, crit) = (chi_square(counts, &expected), critical(df));
-        assert!(stat < crit, "{what}: chi-square {stat:.1} >= {crit} ({df} df): {counts:?}");
+        assert!(
+            stat < crit,
+            "{what}: chi-square {stat:.1} >= {crit} ({df} df): {counts:?}"
+        );
         eprintln!("{what}: chi-square {stat:.1} < {crit} ({df} df)");
     };
     c(&xs, 8, "x offsets uniform over 0..=8");
@@ -124,7 +130,10 @@ fn crop_offsets_and_flips_are_uniform_and_independent() {
     let pair_counts = [pairs[0], pairs[1], pairs[2], pairs[3]];
     let npairs = pair_counts.iter().sum::<usize>() as f64;
     let stat = chi_square(&pair_counts, &[npairs / 4.0; 4]);
-    assert!(stat < critical(3), "neighbouring flips dependent: {stat:.1}, {pair_counts:?}");
+    assert!(
+        stat < critical(3),
+        "neighbouring flips dependent: {stat:.1}, {pair_counts:?}"
+    );
     let rate = flips[1] as f64 / nf;
     assert!((rate - 0.5).abs() < 0.03, "flip rate {rate}");
 }

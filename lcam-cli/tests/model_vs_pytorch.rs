@@ -50,7 +50,10 @@ fn initialisation_matches_the_demo() {
         }
     }
     // Kaiming fan_out vs fan_in is told apart on layers where they differ.
-    assert!(checked_fan >= 3, "{checked_fan} layers with fan_in != fan_out");
+    assert!(
+        checked_fan >= 3,
+        "{checked_fan} layers with fan_in != fan_out"
+    );
 }
 
 #[test]
@@ -64,12 +67,8 @@ fn forward_and_backward_match_pytorch() {
         for (name, v) in vars.iter_mut() {
             let (shp, data) = fx.tensor(&format!("init:{name}")).expect("init tensor");
             assert_eq!(shape(v), shp, "{name}");
-            let src = Tensor::from_slice(data).view(
-                shp.iter()
-                    .map(|&d| d as i64)
-                    .collect::<Vec<_>>()
-                    .as_slice(),
-            );
+            let src = Tensor::from_slice(data)
+                .view(shp.iter().map(|&d| d as i64).collect::<Vec<_>>().as_slice());
             v.copy_(&src);
         }
     });
@@ -87,7 +86,12 @@ fn forward_and_backward_match_pytorch() {
         worst = worst.max(e);
         assert!(e <= tol, "{what}: max relative error {e:.3e} > {tol:.0e}");
     };
-    check("logits".into(), &values(&logits), fx.tensor("logits").expect("logits").1, 1e-4);
+    check(
+        "logits".into(),
+        &values(&logits),
+        fx.tensor("logits").expect("logits").1,
+        1e-4,
+    );
     let l = loss.double_value(&[]);
     let le = (l - fx.loss).abs() / fx.loss.abs();
     assert!(le <= 1e-5, "loss {l} vs PyTorch {}: {le:.2e}", fx.loss);

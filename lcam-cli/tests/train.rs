@@ -298,7 +298,11 @@ mod tch {
     #[test]
     fn the_cuda_step_trains_and_hands_over_to_the_native_step() {
         if !::tch::Cuda::is_available() {
-            lcam_testkit::skip(lcam_testkit::Need::Gpu, "the_cuda_step_trains_and_hands_over_to_the_native_step", "no CUDA device (tch::Cuda::is_available() is false)");
+            lcam_testkit::skip(
+                lcam_testkit::Need::Gpu,
+                "the_cuda_step_trains_and_hands_over_to_the_native_step",
+                "no CUDA device (tch::Cuda::is_available() is false)",
+            );
             return;
         }
         let d = data(CifarKind::Cifar10, 40);

@@ -12,7 +12,11 @@ fn gpu_or_skip(test: &str) -> bool {
     match lcam_cuda::nvrtc::require_driver() {
         Ok(()) => true,
         Err(e) => {
-            lcam_testkit::skip(lcam_testkit::Need::Gpu, test, &format!("no CUDA driver ({e})"));
+            lcam_testkit::skip(
+                lcam_testkit::Need::Gpu,
+                test,
+                &format!("no CUDA driver ({e})"),
+            );
             false
         }
     }

@@ -28,7 +28,11 @@ fn cpu_parameters_are_refused_before_the_driver_is_touched() {
 #[test]
 fn f64_parameters_are_refused() {
     if !tch::Cuda::is_available() {
-        lcam_testkit::skip(lcam_testkit::Need::Gpu, "f64_parameters_are_refused", "no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Gpu,
+            "f64_parameters_are_refused",
+            "no CUDA device (tch::Cuda::is_available() is false)",
+        );
         return;
     }
     let (vs, _net) = model(0, Device::Cuda(0), Kind::Double, HIDDEN);
@@ -44,7 +48,11 @@ fn f64_parameters_are_refused() {
 #[test]
 fn matches_lcam_tch_on_cuda() {
     if !tch::Cuda::is_available() {
-        lcam_testkit::skip(lcam_testkit::Need::Gpu, "matches_lcam_tch_on_cuda", "no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Gpu,
+            "matches_lcam_tch_on_cuda",
+            "no CUDA device (tch::Cuda::is_available() is false)",
+        );
         return;
     }
     let dev = Device::Cuda(0);

@@ -32,7 +32,8 @@ fn check_all(device: Device, bit_exact_required: bool) {
             "{name}: tch vs lcam-core"
         );
         if bit_exact_required {
-            f.check_bit_exact(&got).unwrap_or_else(|e| panic!("{device:?} {e}"));
+            f.check_bit_exact(&got)
+                .unwrap_or_else(|e| panic!("{device:?} {e}"));
             reference_bits(f, &reference);
         }
         if f.check_bit_exact(&got).is_ok() {
@@ -69,7 +70,11 @@ fn every_golden_fixture_replays_on_cpu() {
 #[test]
 fn every_golden_fixture_replays_on_cuda() {
     if !tch::Cuda::is_available() {
-        lcam_testkit::skip(lcam_testkit::Need::Gpu, "every_golden_fixture_replays_on_cuda", "no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Gpu,
+            "every_golden_fixture_replays_on_cuda",
+            "no CUDA device (tch::Cuda::is_available() is false)",
+        );
         return;
     }
     check_all(Device::Cuda(0), false);

@@ -115,7 +115,11 @@ fn save_load_continue_is_bit_identical() {
 #[test]
 fn save_load_continue_on_cuda() {
     if !tch::Cuda::is_available() {
-        lcam_testkit::skip(lcam_testkit::Need::Gpu, "save_load_continue_on_cuda", "no CUDA device (tch::Cuda::is_available() is false)");
+        lcam_testkit::skip(
+            lcam_testkit::Need::Gpu,
+            "save_load_continue_on_cuda",
+            "no CUDA device (tch::Cuda::is_available() is false)",
+        );
         return;
     }
     save_load_continue(Device::Cuda(0), Kind::Float);

@@ -8,7 +8,7 @@
 //! - is printed on stderr and appended as one line (`need<TAB>test<TAB>reason`) to the file named
 //!   by `LCAM_SKIP_LOG`, which `cargo xtask test` sets and lists at the end of its summary.
 //!
-//! ```
+//! ```no_run
 //! use lcam_testkit::{Need, skip};
 //! fn gpu_test() {
 //!     let have_gpu = false;
@@ -20,7 +20,7 @@
 //!     }
 //! }
 //! gpu_test();
-//! ```
+//! ```no_run
 #![warn(missing_docs)]
 
 use std::io::Write as _;
@@ -70,7 +70,9 @@ pub fn skip(need: Need, test: &str, reason: &str) {
         test,
         reason,
         required(need),
-        std::env::var_os("LCAM_SKIP_LOG").as_deref().map(std::path::Path::new),
+        std::env::var_os("LCAM_SKIP_LOG")
+            .as_deref()
+            .map(std::path::Path::new),
     );
 }
 
@@ -121,13 +123,13 @@ mod tests {
         assert_eq!(text, "data\tt1\tno data here\ngpu\tt2\tno driver\n");
         let r = std::panic::catch_unwind(|| record(Need::Gpu, "t3", "no driver", true, Some(&log)));
         let msg = r.expect_err("a required skip fails");
-        let msg = msg
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_default();
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(msg.contains("t3: required by LCAM_REQUIRE_GPU=1"), "{msg}");
         // The failing one is not logged as a skip.
-        assert_eq!(std::fs::read_to_string(&log).expect("log").lines().count(), 2);
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("log").lines().count(),
+            2
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,6 +17,7 @@ mod fuzz;
 mod oracle;
 mod reproduce;
 mod torch;
+mod wheel;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -64,6 +65,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// The cargo-fuzz targets of fuzz/ (CIFAR reader, traces, checkpoints), bounded.
     Fuzz(fuzz::FuzzArgs),
+    /// The `lcam` Python package (lcam-py) as an abi3 wheel, built with maturin.
+    Wheel(wheel::WheelArgs),
 }
 
 fn main() -> ExitCode {
@@ -104,6 +107,15 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Reproduce(args) => reproduce_cmd(&root, &args),
         Cmd::Fuzz(args) => fuzz::run(&root, &args),
+        Cmd::Wheel(args) => {
+            let python = torch::ensure()?.python;
+            let wheel = wheel::build(&root, &python, &target_dir(&root), &args)?;
+            if args.test {
+                wheel::install_and_test(&root, &python, &wheel)?;
+            }
+            println!("{}", wheel.display());
+            Ok(())
+        }
         Cmd::Bench(args) => {
             let torch = torch::ensure()?;
             let doc = root.join("BENCHMARKS.md");
@@ -272,6 +284,19 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
     if !no_tch {
         // `cargo test` just built `lcam` with every backend (its integration tests run it).
         equivalence::run(root, &lcam_path(root))?;
+        // The Python package: its wheel, installed into the torch venv, and its pytest suite.
+        let python = torch::ensure()?.python;
+        let w = wheel::build(
+            root,
+            &python,
+            &target_dir(root),
+            &wheel::WheelArgs {
+                no_cuda: false,
+                out: None,
+                test: true,
+            },
+        )?;
+        wheel::install_and_test(root, &python, &w)?;
     }
     // A short bounded fuzz pass (the full one is `cargo xtask fuzz`).
     fuzz::run(

@@ -468,6 +468,14 @@ mod tests {
     use crate::train::schedule::Schedule;
     use lcam_core::LcamConfig;
 
+    /// Burn's device generator is process-wide: tests that seed it and draw from it (every
+    /// `BurnTrainer::new`) run one at a time.
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        LOCK.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn config(model: &str, dataset: CifarKind) -> RunConfig {
         RunConfig {
             backend: BackendKind::Burn,
@@ -519,6 +527,7 @@ mod tests {
     /// mean likewise), computed here in f64 from the input; evaluation uses them.
     #[test]
     fn batch_norm_folds_in_the_unbiased_variance_like_pytorch() {
+        let _serial = serial();
         let dev = Device::flex().autodiff();
         let mut ids = Ids::default();
         let bn = Bn::new(&mut ids, &dev, 2);
@@ -565,6 +574,7 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_spec() {
+        let _serial = serial();
         for (model, kind) in [
             ("wrn-10-1", CifarKind::Cifar10),
             ("wrn-16-1", CifarKind::Cifar10),
@@ -590,6 +600,7 @@ mod tests {
 
     #[test]
     fn dropout_is_applied_in_training_only() {
+        let _serial = serial();
         let cfg = RunConfig {
             dropout: 0.3,
             ..config("wrn-10-1", CifarKind::Cifar10)
@@ -610,6 +621,7 @@ mod tests {
 
     #[test]
     fn initialisation_follows_the_spec_and_the_seed() {
+        let _serial = serial();
         let cfg = config("wrn-16-2", CifarKind::Cifar10);
         let t = BurnTrainer::new(&cfg, None).expect("trainer");
         let m = t.model().expect("model");
@@ -683,6 +695,7 @@ mod tests {
 
     #[test]
     fn only_the_cpu_is_accepted() {
+        let _serial = serial();
         let cfg = RunConfig {
             device: "cuda".into(),
             ..config("wrn-10-1", CifarKind::Cifar10)
@@ -693,6 +706,7 @@ mod tests {
 
     #[test]
     fn a_step_learns_evaluation_uses_running_statistics_and_save_load_resumes_exactly() {
+        let _serial = serial();
         let cfg = config("wrn-10-1", CifarKind::Cifar10);
         let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
         let before = values(&t);
@@ -751,6 +765,7 @@ mod tests {
 
     #[test]
     fn a_refused_step_keeps_the_model() {
+        let _serial = serial();
         // Trainable parameters only: the forward pass has updated the running statistics by the
         // time the step is refused, as in tch.
         fn trainable(t: &BurnTrainer) -> Vec<Vec<f32>> {
@@ -813,6 +828,7 @@ mod tests {
 
     #[test]
     fn initialisation_matches_the_demo() {
+        let _serial = serial();
         let init = Init::load(&wrn_fixtures().join("init-wrn-16-1.json")).expect("fixture");
         let cfg = RunConfig {
             seed: init.seed,
@@ -833,6 +849,7 @@ mod tests {
 
     #[test]
     fn forward_and_backward_match_pytorch() {
+        let _serial = serial();
         let fx = FwdBwd::load(&wrn_fixtures().join("fwdbwd-wrn-10-1.json")).expect("fixture");
         let cfg = config(&fx.model, CifarKind::Cifar10);
         let t = BurnTrainer::new(&cfg, None).expect("trainer");
@@ -852,7 +869,10 @@ mod tests {
                 let name = self.names.next().expect("as many tensors as PyTorch");
                 let (shape, data) = self.fx.tensor(&format!("init:{name}")).expect("init");
                 let (shape, data) = if name == "fc.weight" {
-                    (vec![shape[1], shape[0]], transpose(data, shape[0], shape[1]))
+                    (
+                        vec![shape[1], shape[0]],
+                        transpose(data, shape[0], shape[1]),
+                    )
                 } else {
                     (shape, data.to_vec())
                 };
@@ -872,7 +892,10 @@ mod tests {
         let (xs, x) = fx.tensor("input").expect("input");
         let dev = t.device.clone();
         let x = Tensor::<4>::from_data(TensorData::new(x.to_vec(), xs), &dev);
-        let y = Tensor::<1, Int>::from_data(TensorData::new(fx.labels.clone(), [fx.labels.len()]), &dev);
+        let y = Tensor::<1, Int>::from_data(
+            TensorData::new(fx.labels.clone(), [fx.labels.len()]),
+            &dev,
+        );
         let logits = model.forward(x);
         let loss = cross_entropy(logits.clone(), y).mean();
         let l = scalar(loss.clone().detach(), "loss").expect("loss");
@@ -885,13 +908,21 @@ mod tests {
             assert!(e <= 1e-4, "{what}: max relative error {e:.3e} > 1e-4");
         };
         check("logits", &logits, fx.tensor("logits").expect("logits").1);
-        assert!((l - fx.loss).abs() / fx.loss <= 1e-5, "loss {l} vs PyTorch {}", fx.loss);
+        assert!(
+            (l - fx.loss).abs() / fx.loss <= 1e-5,
+            "loss {l} vs PyTorch {}",
+            fx.loss
+        );
         // Running statistics after the batch: `valid()` folds them in.
         let after = ordered(&model.valid());
         let mut n_grads = 0;
         for (name, (shape, values, id)) in names.iter().zip(&after) {
             if name.ends_with("running_mean") || name.ends_with("running_var") {
-                check(name, values, fx.tensor(&format!("after:{name}")).expect("after").1);
+                check(
+                    name,
+                    values,
+                    fx.tensor(&format!("after:{name}")).expect("after").1,
+                );
                 continue;
             }
             // The container downcasts by rank: ask with the tensor's own.

@@ -50,9 +50,10 @@ pub struct Init {
 impl Init {
     /// Reads a fixture.
     pub fn load(path: &Path) -> Result<Init> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not an init fixture", path.display()))
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an init fixture", path.display()))
     }
 }
 
@@ -71,7 +72,10 @@ pub fn check_init_tensor(t: &InitTensor, values: &[f32]) -> Result<()> {
     }
     if let Some(c) = t.constant {
         if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| f64::from(**v) != c) {
-            bail!("{}: element {i} is {v}, the demo initialises every element to {c}", t.name);
+            bail!(
+                "{}: element {i} is {v}, the demo initialises every element to {c}",
+                t.name
+            );
         }
         return Ok(());
     }
@@ -83,7 +87,10 @@ pub fn check_init_tensor(t: &InitTensor, values: &[f32]) -> Result<()> {
     let mean_tol = SIGMAS * sigma / nf.sqrt();
     let std_tol = SIGMAS * sigma / (2.0 * nf).sqrt();
     if mean.abs() > mean_tol {
-        bail!("{}: mean {mean:.3e}, the demo's law has 0 (± {mean_tol:.1e} at n = {n})", t.name);
+        bail!(
+            "{}: mean {mean:.3e}, the demo's law has 0 (± {mean_tol:.1e} at n = {n})",
+            t.name
+        );
     }
     if (std - sigma).abs() > std_tol {
         bail!(
@@ -91,10 +98,13 @@ pub fn check_init_tensor(t: &InitTensor, values: &[f32]) -> Result<()> {
             t.name
         );
     }
-    if let (Some(pm), Some(ps)) = (t.sample_mean, t.sample_std) {
-        if pm.abs() > mean_tol || (ps - sigma).abs() > std_tol {
-            bail!("{}: PyTorch's own draw (mean {pm}, std {ps}) is outside the bound", t.name);
-        }
+    if let (Some(pm), Some(ps)) = (t.sample_mean, t.sample_std)
+        && (pm.abs() > mean_tol || (ps - sigma).abs() > std_tol)
+    {
+        bail!(
+            "{}: PyTorch's own draw (mean {pm}, std {ps}) is outside the bound",
+            t.name
+        );
     }
     Ok(())
 }
@@ -164,14 +174,19 @@ pub struct FwdBwd {
 impl FwdBwd {
     /// Reads `<name>.json` and its `<name>.bin`.
     pub fn load(json: &Path) -> Result<FwdBwd> {
-        let text =
-            std::fs::read_to_string(json).with_context(|| format!("cannot read {}", json.display()))?;
+        let text = std::fs::read_to_string(json)
+            .with_context(|| format!("cannot read {}", json.display()))?;
         let mut f: FwdBwd = serde_json::from_str(&text)
             .with_context(|| format!("{} is not a fwdbwd fixture", json.display()))?;
         let bin: PathBuf = json.with_extension("bin");
-        let bytes = std::fs::read(&bin).with_context(|| format!("cannot read {}", bin.display()))?;
+        let bytes =
+            std::fs::read(&bin).with_context(|| format!("cannot read {}", bin.display()))?;
         if bytes.len() % 4 != 0 {
-            bail!("{}: {} bytes is not a whole number of f32", bin.display(), bytes.len());
+            bail!(
+                "{}: {} bytes is not a whole number of f32",
+                bin.display(),
+                bytes.len()
+            );
         }
         f.data = bytes
             .chunks_exact(4)
@@ -179,7 +194,12 @@ impl FwdBwd {
             .collect();
         for b in &f.tensors {
             if b.offset % 4 != 0 || b.offset / 4 + b.len > f.data.len() {
-                bail!("{}: blob `{}` lies outside {}", json.display(), b.key, bin.display());
+                bail!(
+                    "{}: blob `{}` lies outside {}",
+                    json.display(),
+                    b.key,
+                    bin.display()
+                );
             }
         }
         Ok(f)
@@ -198,6 +218,9 @@ impl FwdBwd {
 
     /// Number of gradients (trainable tensors).
     pub fn grad_count(&self) -> usize {
-        self.tensors.iter().filter(|b| b.key.starts_with("grad:")).count()
+        self.tensors
+            .iter()
+            .filter(|b| b.key.starts_with("grad:"))
+            .count()
     }
 }

@@ -312,7 +312,11 @@ impl MomentumConfig {
         } else {
             format!("lcam-{}-{}", self.below, self.above)
         };
-        if self.half { format!("{base}-half") } else { base }
+        if self.half {
+            format!("{base}-half")
+        } else {
+            base
+        }
     }
 }
 
@@ -634,8 +638,7 @@ impl Plan {
     /// The protocol a configuration trains under (half the epochs for the claim's LCAM run).
     pub fn protocol_of(&self, c: &MomentumConfig) -> Protocol {
         if c.half {
-            self.protocol
-                .with_epochs((self.protocol.epochs / 2).max(1))
+            self.protocol.with_epochs((self.protocol.epochs / 2).max(1))
         } else {
             self.protocol.clone()
         }
@@ -734,7 +737,13 @@ fn finished(plan: &Plan, run: &RunSpec) -> bool {
 }
 
 /// Trains one run; with `log`, its output goes to `<run>.log` beside the run directory.
-fn train_one(plan: &Plan, run: &RunSpec, runner: &Runner, data_dir: &Path, log: bool) -> Result<()> {
+fn train_one(
+    plan: &Plan,
+    run: &RunSpec,
+    runner: &Runner,
+    data_dir: &Path,
+    log: bool,
+) -> Result<()> {
     let panel = &plan.panels[run.panel];
     let what = format!(
         "{} {} seed {}",
@@ -875,10 +884,10 @@ pub fn run(plan: &Plan, lcam: Option<&Runner>, data_dir: &Path) -> Result<()> {
                             start.elapsed().as_secs_f64(),
                             run.dir.display()
                         );
-                        if let Err(e) = train_one(plan, run, lcam, data_dir, log) {
-                            if let Ok(mut f) = failed.lock() {
-                                f.push(e);
-                            }
+                        if let Err(e) = train_one(plan, run, lcam, data_dir, log)
+                            && let Ok(mut f) = failed.lock()
+                        {
+                            f.push(e);
                         }
                     }
                 });
@@ -929,7 +938,10 @@ pub fn run(plan: &Plan, lcam: Option<&Runner>, data_dir: &Path) -> Result<()> {
         plot::figure(plan, &results.runs, *fig, &plan.out.join(&name))
             .with_context(|| format!("cannot draw {name}"))?;
     }
-    write_atomic(&report_path, report::markdown(plan, &results, second.as_ref().map(|(c, t)| (c, t))).as_bytes())?;
+    write_atomic(
+        &report_path,
+        report::markdown(plan, &results, second.as_ref().map(|(c, t)| (c, t))).as_bytes(),
+    )?;
     eprintln!(
         "xtask: report {} and figures {} written{}",
         report_path.display(),
@@ -1050,7 +1062,10 @@ mod tests {
             PathBuf::from("/tmp/x/cifar10-step/fixed-0.9/seed-1")
         );
         let a = plan.train_args(&plan.runs[0], Path::new("/d")).join(" ");
-        assert!(a.contains("--epochs 5 ") && a.contains("--schedule step:0.2@1,2,3"), "{a}");
+        assert!(
+            a.contains("--epochs 5 ") && a.contains("--schedule step:0.2@1,2,3"),
+            "{a}"
+        );
         let half = &plan.runs[1];
         assert_eq!(
             half.dir,
@@ -1058,10 +1073,20 @@ mod tests {
         );
         let a = plan.train_args(half, Path::new("/d")).join(" ");
         // 5 / 2 = 2 epochs, milestones 31/150 · 2 → 0 (clamped to 1) and 61/150 · 2 → 1.
-        assert!(a.contains("--epochs 2 ") && a.contains("--schedule step:0.2@1 "), "{a}");
-        assert!(a.contains("--momentum-below 0.9 --momentum-above 0.95"), "{a}");
+        assert!(
+            a.contains("--epochs 2 ") && a.contains("--schedule step:0.2@1 "),
+            "{a}"
+        );
+        assert!(
+            a.contains("--momentum-below 0.9 --momentum-above 0.95"),
+            "{a}"
+        );
         let c100 = plan.train_args(&plan.runs[3], Path::new("/d")).join(" ");
-        assert!(c100.contains("--dataset cifar100") && c100.contains("--momentum-below 0.93 --momentum-above 0.9"), "{c100}");
+        assert!(
+            c100.contains("--dataset cifar100")
+                && c100.contains("--momentum-below 0.93 --momentum-above 0.9"),
+            "{c100}"
+        );
         // Then Figure 3 onwards (its fixed 0.9 already planned).
         let r = plan
             .runs
@@ -1081,7 +1106,9 @@ mod tests {
             Path::new("/r"),
         )
         .expect("plan");
-        let a = threaded.train_args(&threaded.runs[0], Path::new("/d")).join(" ");
+        let a = threaded
+            .train_args(&threaded.runs[0], Path::new("/d"))
+            .join(" ");
         assert!(a.contains("--threads 1"), "{a}");
         let fig5 = Plan::new(
             &ReproduceArgs {
@@ -1183,7 +1210,10 @@ mod tests {
         run(&plan, None, Path::new("")).expect("report");
         let report = std::fs::read_to_string(plan.out.join("report.md")).expect("report.md");
         // fixed 0.9 ends at 0.6 + 0.01·seed → 61.50 %; LCAM reaches that at epoch 5 (0.655).
-        assert!(report.contains("| fixed 0.9 | 2 | 61.50 ± 6.35 |"), "{report}");
+        assert!(
+            report.contains("| fixed 0.9 | 2 | 61.50 ± 6.35 |"),
+            "{report}"
+        );
         assert!(
             report.contains("| LCAM 0.9/0.95 | 2 | 66.50 ± 6.35 |"),
             "{report}"
@@ -1215,21 +1245,36 @@ mod tests {
         std::fs::remove_dir_all(gone).expect("rm");
         run(&plan, None, Path::new("")).expect("partial report");
         let report = std::fs::read_to_string(plan.out.join("report.md")).expect("report.md");
-        assert!(report.contains("**PARTIAL REPORT**: 2 of the plan's runs"), "{report}");
+        assert!(
+            report.contains("**PARTIAL REPORT**: 2 of the plan's runs"),
+            "{report}"
+        );
         assert!(
             report.contains(&format!("{} (unfinished: 3 of 5 epochs)", cut.display())),
             "{report}"
         );
-        assert!(report.contains(&format!("{} (no results)", gone.display())), "{report}");
+        assert!(
+            report.contains(&format!("{} (no results)", gone.display())),
+            "{report}"
+        );
         assert!(report.contains("| LCAM 0.9/0.95 | 1 | 67.00 |"), "{report}");
         // A run trained with another configuration is refused, not averaged in.
         let odd = &plan.runs[3];
         let cfg = odd.dir.join("config.json");
         let text = std::fs::read_to_string(&cfg).expect("config");
-        std::fs::write(&cfg, text.replace("\"momentum_above\":0.9", "\"momentum_above\":0.99"))
-            .expect("config");
-        let e = format!("{:#}", run(&plan, None, Path::new("")).expect_err("mismatch"));
-        assert!(e.contains("another configuration") && e.contains("lcam.momentum_above"), "{e}");
+        std::fs::write(
+            &cfg,
+            text.replace("\"momentum_above\":0.9", "\"momentum_above\":0.99"),
+        )
+        .expect("config");
+        let e = format!(
+            "{:#}",
+            run(&plan, None, Path::new("")).expect_err("mismatch")
+        );
+        assert!(
+            e.contains("another configuration") && e.contains("lcam.momentum_above"),
+            "{e}"
+        );
         assert!(e.contains(&odd.dir.display().to_string()), "{e}");
         std::fs::write(&cfg, text).expect("config");
         // Its next launch resumes it; a directory without a checkpoint is restarted (a complete

@@ -81,7 +81,12 @@ pub struct Collected {
 }
 
 /// The fields of `config.json` a run of the plan must have, as `(json pointer, value)`.
-pub(crate) fn expected_config(plan: &Plan, panel: usize, config: usize, seed: u32) -> Vec<(String, Value)> {
+pub(crate) fn expected_config(
+    plan: &Plan,
+    panel: usize,
+    config: usize,
+    seed: u32,
+) -> Vec<(String, Value)> {
     let c = &plan.panels[panel].configs[config];
     let p = plan.protocol_of(c);
     let (depth, widen) = p
@@ -136,8 +141,8 @@ pub(crate) fn expected_config(plan: &Plan, panel: usize, config: usize, seed: u3
 /// Checks `<dir>/config.json` against the plan: the first field that differs, if any.
 fn config_mismatch(dir: &Path, expected: &[(String, Value)]) -> Result<Option<String>> {
     let path = dir.join("config.json");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     let got: Value = serde_json::from_str(&text)
         .with_context(|| format!("{} is not valid JSON", path.display()))?;
     for (ptr, want) in expected {
@@ -368,9 +373,9 @@ impl ClaimVerdict {
         );
         match d.half_width {
             _ if d.n == 0 => format!("{dataset}: no paired runs yet, no verdict."),
-            None => format!(
-                "{dataset}: one seed only ({nums}); no confidence interval, no verdict."
-            ),
+            None => {
+                format!("{dataset}: one seed only ({nums}); no confidence interval, no verdict.")
+            }
             Some(h) if d.mean - h > 0.0 => format!(
                 "{dataset}: **yes** — {lcam_label} with half the epochs beats {sgd_label} with all of them: {nums}."
             ),
@@ -683,6 +688,44 @@ mod tests {
         assert_eq!(s.show(2), "2.00 ± 2.48");
         let one = Summary::of(&[5.0]);
         assert_eq!((one.half_width, one.show(1)), (None, "5.0".to_string()));
+    }
+
+    #[test]
+    fn the_claim_verdict_is_a_paired_difference_with_its_interval() {
+        let runs = |finals: &[f64]| ConfigRuns {
+            seeds: finals.iter().map(|&a| run(&[0.1, a])).collect(),
+        };
+        // LCAM falls short on every seed: the whole interval is below 0.
+        let v = ClaimVerdict::of(&runs(&[0.60, 0.62, 0.61]), &runs(&[0.50, 0.53, 0.49]));
+        assert!((v.diff.mean + 10.333_333).abs() < 1e-4, "{v:?}");
+        let s = v.sentence("CIFAR-10", "fixed 0.9", "LCAM 0.9/0.95");
+        assert!(s.starts_with("CIFAR-10: **no**"), "{s}");
+        assert!(s.contains("-10.33 ± "), "{s}");
+        // Differences that straddle 0: not distinguishable.
+        let v = ClaimVerdict::of(&runs(&[0.60, 0.62, 0.61]), &runs(&[0.62, 0.60, 0.615]));
+        let s = v.sentence("CIFAR-10", "fixed 0.9", "LCAM 0.9/0.95");
+        assert!(s.contains("**not distinguishable**"), "{s}");
+        // Better on every seed by a margin: yes.
+        let v = ClaimVerdict::of(&runs(&[0.60, 0.62, 0.61]), &runs(&[0.65, 0.67, 0.655]));
+        assert!(v.sentence("C", "a", "b").contains("**yes**"));
+        // Pairs are formed by seed: a noisy seed effect common to both cancels.
+        let v = ClaimVerdict::of(&runs(&[0.40, 0.60, 0.80]), &runs(&[0.41, 0.61, 0.81]));
+        let h = v.diff.half_width.expect("3 seeds");
+        assert!(h < 1e-9 && v.diff.mean > 0.99, "{v:?}");
+        // One seed: no interval, no verdict.
+        let v = ClaimVerdict::of(&runs(&[0.6]), &runs(&[0.5]));
+        assert!(v.sentence("C", "a", "b").contains("no verdict"));
+    }
+
+    #[test]
+    fn two_stacks_agree_within_the_combined_interval() {
+        let a = Summary::of(&[50.0, 52.0, 54.0]);
+        let b = Summary::of(&[51.0, 53.0, 55.0]);
+        let (ok, w) = agree(&a, &b).expect("intervals");
+        assert!(ok && w > 1.0, "{w}");
+        let c = Summary::of(&[60.0, 60.5, 61.0]);
+        assert_eq!(agree(&a, &c).map(|x| x.0), Some(false));
+        assert_eq!(agree(&a, &Summary::of(&[1.0])), None);
     }
 
     #[test]
