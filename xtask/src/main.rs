@@ -333,11 +333,16 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
 }
 
 /// Builds `lcam` with every backend and returns its path.
+///
+/// Through `cargo test --no-run`, not `cargo build`: a test build unifies the dev-dependencies'
+/// features too, so a plain build of the same packages compiles Burn and friends a second time
+/// (≈ 15 min on 2 cores). The test build puts the very `lcam` the integration tests run at
+/// `<target>/debug/lcam`, and `cargo xtask test` then finds everything compiled.
 fn build_lcam(root: &Path, env: &[(String, std::ffi::OsString)]) -> Result<PathBuf> {
     let mut c = cargo();
-    // The same packages and features as `cargo xtask test`, so the builds share artifacts.
     c.args([
-        "build",
+        "test",
+        "--no-run",
         "--workspace",
         "--features",
         "lcam-cli/tch,lcam-cli/burn,lcam-cli/cuda",
