@@ -64,8 +64,17 @@ pub fn load_metrics(dir: &Path) -> Result<RunMetrics> {
 /// Every run of a configuration, seed by seed.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigRuns {
-    /// One entry per seed, in seed order.
+    /// One entry per complete seed, in seed order.
     pub seeds: Vec<RunMetrics>,
+    /// The seed of each entry of `seeds` (empty: 1, 2, … in order).
+    pub seed_ids: Vec<u32>,
+}
+
+impl ConfigRuns {
+    /// The seed of entry `i`.
+    pub fn seed_of(&self, i: usize) -> u32 {
+        self.seed_ids.get(i).copied().unwrap_or(i as u32 + 1)
+    }
 }
 
 /// The runs of a panel, configuration by configuration (the plan's order).
@@ -204,6 +213,7 @@ pub fn collect(plan: &Plan) -> Result<Collected> {
                     continue;
                 }
                 out.runs[pi][ci].seeds.push(rows);
+                out.runs[pi][ci].seed_ids.push(seed);
             }
         }
     }
@@ -353,7 +363,15 @@ impl ClaimVerdict {
                 .collect()
         };
         let (a, b) = (finals(sgd), finals(lcam));
-        let diffs: Vec<f64> = a.iter().zip(&b).map(|(x, y)| y - x).collect();
+        // Paired by seed number: a seed missing on either side drops out of the difference.
+        let diffs: Vec<f64> = (0..a.len())
+            .filter_map(|i| {
+                let seed = sgd.seed_of(i);
+                (0..b.len())
+                    .find(|&j| lcam.seed_of(j) == seed)
+                    .map(|j| b[j] - a[i])
+            })
+            .collect();
         ClaimVerdict {
             sgd: Summary::of(&a),
             lcam: Summary::of(&b),
@@ -694,6 +712,7 @@ mod tests {
     fn the_claim_verdict_is_a_paired_difference_with_its_interval() {
         let runs = |finals: &[f64]| ConfigRuns {
             seeds: finals.iter().map(|&a| run(&[0.1, a])).collect(),
+            seed_ids: vec![],
         };
         // LCAM falls short on every seed: the whole interval is below 0.
         let v = ClaimVerdict::of(&runs(&[0.60, 0.62, 0.61]), &runs(&[0.50, 0.53, 0.49]));
@@ -715,6 +734,18 @@ mod tests {
         // One seed: no interval, no verdict.
         let v = ClaimVerdict::of(&runs(&[0.6]), &runs(&[0.5]));
         assert!(v.sentence("C", "a", "b").contains("no verdict"));
+        // Seeds pair by number, not position: SGD has seed 2 only, LCAM seeds 1 and 2.
+        let sgd = ConfigRuns {
+            seeds: vec![run(&[0.1, 0.6])],
+            seed_ids: vec![2],
+        };
+        let lcam = ConfigRuns {
+            seeds: vec![run(&[0.1, 0.2]), run(&[0.1, 0.55])],
+            seed_ids: vec![1, 2],
+        };
+        let v = ClaimVerdict::of(&sgd, &lcam);
+        assert_eq!(v.diff.n, 1);
+        assert!((v.diff.mean + 5.0).abs() < 1e-9, "{v:?}");
     }
 
     #[test]
@@ -732,6 +763,7 @@ mod tests {
     fn best_final_and_reach() {
         let runs = ConfigRuns {
             seeds: vec![run(&[0.1, 0.5, 0.4]), run(&[0.2, 0.3, 0.6])],
+            seed_ids: vec![],
         };
         let st = config_stats(&runs, 45.0);
         assert!((st.final_acc.mean - 50.0).abs() < 1e-9);
@@ -744,6 +776,7 @@ mod tests {
         let tie = config_stats(
             &ConfigRuns {
                 seeds: vec![run(&[0.5, 0.5])],
+                seed_ids: vec![],
             },
             0.0,
         );
