@@ -145,8 +145,13 @@ def main():
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--checkpoint", default=None, help="save model + optimizer here each epoch")
     ap.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    ap.add_argument("--optimizer", choices=["lcam", "sgd"], default="lcam",
+                    help="sgd: torch.optim.SGD(foreach=True) at momentum 0.9, for comparison")
+    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch's)")
     a = ap.parse_args()
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     device = torch.device(a.device)
     classes = 10 if a.dataset == "cifar10" else 100
@@ -161,6 +166,9 @@ def main():
     if a.momentum_above is not None:
         overrides["momentum_above"] = a.momentum_above
     opt = preset(model.parameters(), **overrides)
+    if a.optimizer == "sgd":  # the baseline of BENCHMARKS.md
+        opt = torch.optim.SGD(model.parameters(), lr=a.lr, momentum=0.9, weight_decay=5e-4,
+                              foreach=True)
     # MultiStepLR counts finished epochs: "× 0.2 after epoch 31" is milestone 31.
     sched = torch.optim.lr_scheduler.MultiStepLR(
         opt, [int(m) for m in a.milestones.split(",") if m], gamma=a.gamma)
@@ -177,12 +185,15 @@ def main():
 
     x_train, y_train = load(a.dataset, a.data, True, a.limit_train)
     x_test, y_test = load(a.dataset, a.data, False, a.limit_test)
+    what = (f"momenta {opt.momentum_below}/{opt.momentum_above}" if a.optimizer == "lcam"
+            else "torch.optim.SGD(foreach=True)")
     print(f"{a.model} on {a.dataset}: {len(x_train)} train / {len(x_test)} test images, "
-          f"{device}, momenta {opt.momentum_below}/{opt.momentum_above}")
+          f"{device}, {what}")
 
     for epoch in range(first, a.epochs):
         t0 = time.time()
-        opt.start_epoch()
+        if a.optimizer == "lcam":
+            opt.start_epoch()
         perm = torch.randperm(len(x_train), generator=g)
         for i in range(0, len(perm), a.batch):
             idx = perm[i:i + a.batch]
@@ -191,13 +202,21 @@ def main():
             opt.zero_grad(set_to_none=True)
             loss = F.cross_entropy(model(x), y)
             loss.backward()
-            opt.step(loss)  # decides the momentum of the next step from this loss
+            if a.optimizer == "lcam":
+                opt.step(loss)  # decides the momentum of the next step from this loss
+            else:
+                opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_s = time.time() - t0
         sched.step()
-        stats = opt.epoch_stats()
+        stats = (opt.epoch_stats() if a.optimizer == "lcam"
+                 else {"mean_loss": float("nan"), "fraction_below": float("nan")})
         acc = evaluate(model, x_test, y_test, device)
         print(f"epoch {epoch + 1:3d}  lr {opt.param_groups[0]['lr']:.5f}  "
               f"train loss {stats['mean_loss']:.4f}  below {stats['fraction_below']:.2f}  "
-              f"test acc {100 * acc:.2f}%  ({time.time() - t0:.0f} s)", flush=True)
+              f"test acc {100 * acc:.2f}%  {len(x_train) / train_s:.1f} img/s  "
+              f"({time.time() - t0:.0f} s)", flush=True)
         if a.checkpoint:
             tmp = a.checkpoint + ".partial"
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),

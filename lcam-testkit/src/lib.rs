@@ -20,7 +20,7 @@
 //!     }
 //! }
 //! gpu_test();
-//! ```no_run
+//! ```
 #![warn(missing_docs)]
 
 use std::io::Write as _;
