@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from pt_wrn_throughput import W
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+# The demo's augmentation, the same function the second-stack trainer uses.
+from pt_reference_train import augment  # noqa: E402
 
 
 def load_cifar10(data_dir, n):
@@ -36,17 +35,6 @@ def load_cifar10(data_dir, n):
     return torch.from_numpy(r[:, 1:].reshape(-1, 3, 32, 32).copy()), torch.from_numpy(
         r[:, 0].astype(np.int64)
     )
-
-
-def augment(x, g):
-    """uint8 [B,3,32,32] → normalised float, random crop from the zero-padded image + flip."""
-    b = x.shape[0]
-    padded = F.pad(x, (4, 4, 4, 4))
-    off = torch.randint(0, 9, (b, 2), generator=g)
-    out = torch.stack([padded[i, :, dy : dy + 32, dx : dx + 32] for i, (dy, dx) in enumerate(off.tolist())])
-    flip = torch.rand(b, generator=g) < 0.5
-    out = torch.where(flip.view(b, 1, 1, 1), out.flip(3), out)
-    return (out.float() / 255.0 - MEAN) / STD
 
 
 def main():
