@@ -30,6 +30,14 @@ pub struct FuzzArgs {
     /// whichever of `--runs` and this comes first.
     #[arg(long, default_value_t = 900)]
     pub max_seconds: u64,
+    /// Fail unless every target reached `--runs` executions (a pass cut short by
+    /// `--max-seconds` is then an error, not a smaller number; `cargo xtask test` sets it).
+    #[arg(long)]
+    pub require_runs: bool,
+    /// Append the summary (date, commit, command, runs and seconds per target) to
+    /// `fuzz/RECORD.md`, the record behind the docs' fuzzing figures.
+    #[arg(long)]
+    pub record: bool,
 }
 
 /// What one target did.
@@ -67,7 +75,101 @@ pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
             r.target, r.runs, r.fuzz_seconds, r.wall_seconds
         );
     }
+    if args.record {
+        let path = fuzz.join("RECORD.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let text = record(&old, &reports, &today()?, &commit(root), args);
+        crate::reproduce::write_atomic(&path, text.as_bytes())?;
+        eprintln!("xtask: recorded in {}", path.display());
+    }
+    if args.require_runs {
+        check_runs(&reports, args.runs)?;
+    }
     Ok(())
+}
+
+/// An error naming every target that stopped before `runs` executions.
+pub fn check_runs(reports: &[Report], runs: u64) -> Result<()> {
+    let short: Vec<String> = reports
+        .iter()
+        .filter(|r| r.runs < runs)
+        .map(|r| {
+            format!(
+                "{} reached {} of {runs} runs in {} s",
+                r.target, r.runs, r.fuzz_seconds
+            )
+        })
+        .collect();
+    if short.is_empty() {
+        Ok(())
+    } else {
+        bail!(
+            "the fuzz pass was cut short by its time limit: {}",
+            short.join("; ")
+        )
+    }
+}
+
+const RECORD_HEADER: &str = "# Fuzzing record\n\n\
+Every `cargo xtask fuzz --record` pass, appended by the command itself (the figures the docs \
+quote come from here). Runs and seconds are libFuzzer's final `Done N runs in S second(s)`; \
+no row is written unless every target ended without a crash.\n\n\
+| date (UTC) | commit | command | target | runs | seconds |\n\
+|---|---|---|---|---:|---:|\n";
+
+/// `old` (the record so far, or empty) with one row per report appended.
+pub fn record(old: &str, reports: &[Report], date: &str, commit: &str, args: &FuzzArgs) -> String {
+    let mut text = if old.trim().is_empty() {
+        RECORD_HEADER.to_string()
+    } else {
+        old.to_string()
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut command = format!(
+        "cargo xtask fuzz --runs {} --max-seconds {}",
+        args.runs, args.max_seconds
+    );
+    if let Some(t) = &args.target {
+        command.push_str(&format!(" --target {t}"));
+    }
+    for r in reports {
+        text.push_str(&format!(
+            "| {date} | `{commit}` | `{command}` | {} | {} | {} |\n",
+            r.target, r.runs, r.fuzz_seconds
+        ));
+    }
+    text
+}
+
+/// Today's date as `date -u` prints it (`YYYY-MM-DD HH:MM`).
+fn today() -> Result<String> {
+    let o = Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M"])
+        .output()
+        .context("cannot run `date`")?;
+    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The checked-out commit (short), `+dirty` when tracked files differ from it.
+fn commit(root: &Path) -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else {
+        return "unknown".into();
+    };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(s) if s.is_empty() => head,
+        _ => format!("{head}+dirty"),
+    }
 }
 
 /// `rustup run nightly cargo …`: the nightly cargo whatever `$CARGO` is.
@@ -238,6 +340,67 @@ mod tests {
             None
         );
         assert_eq!(parse_done("Done many runs in 3 second(s)"), None);
+    }
+
+    fn report(target: &str, runs: u64) -> Report {
+        Report {
+            target: target.into(),
+            runs,
+            fuzz_seconds: 9,
+            wall_seconds: 10.0,
+        }
+    }
+
+    #[test]
+    fn a_pass_cut_short_is_an_error_naming_the_target() {
+        let reports = [report("cifar", 50_000), report("trace", 31_337)];
+        assert!(check_runs(&reports[..1], 50_000).is_ok());
+        let e = check_runs(&reports, 50_000).expect_err("short").to_string();
+        assert!(e.contains("trace reached 31337 of 50000 runs"), "{e}");
+        assert!(!e.contains("cifar"), "{e}");
+    }
+
+    #[test]
+    fn the_record_gains_one_row_per_target() {
+        let args = FuzzArgs {
+            target: None,
+            runs: 1_000_000,
+            max_seconds: 900,
+            require_runs: false,
+            record: true,
+        };
+        let first = record(
+            "",
+            &[report("cifar", 1_000_000)],
+            "2026-11-30 01:00",
+            "abc",
+            &args,
+        );
+        assert!(first.starts_with("# Fuzzing record"));
+        assert!(first.ends_with(
+            "| 2026-11-30 01:00 | `abc` | `cargo xtask fuzz --runs 1000000 --max-seconds 900` | cifar | 1000000 | 9 |\n"
+        ));
+        let second = record(&first, &[report("trace", 7)], "d", "c", &args);
+        assert!(second.starts_with(&first));
+        assert_eq!(second.lines().count(), first.lines().count() + 1);
+    }
+
+    /// The committed record holds a full pass of every target, as README and
+    /// docs/bad-input.md say (1,000,000 runs each).
+    #[test]
+    fn the_committed_record_has_a_million_runs_of_every_target() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let text = std::fs::read_to_string(root.join("fuzz/RECORD.md")).expect("fuzz/RECORD.md");
+        for t in TARGETS {
+            let best = text
+                .lines()
+                .filter_map(|l| {
+                    let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                    (cells.len() > 6 && cells[4] == t).then(|| cells[5].parse::<u64>().ok())?
+                })
+                .max();
+            assert!(best >= Some(1_000_000), "{t}: best recorded pass {best:?}");
+        }
     }
 
     #[test]

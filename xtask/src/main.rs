@@ -304,7 +304,9 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
         &fuzz::FuzzArgs {
             target: None,
             runs: 50_000,
-            max_seconds: 60,
+            max_seconds: 120,
+            require_runs: true,
+            record: false,
         },
     )?;
     let skipped = std::fs::read_to_string(&skip_log).unwrap_or_default();
