@@ -225,6 +225,45 @@ fn a_diverging_run_stops_at_the_first_non_finite_loss_with_one_error() {
     assert!(!out.path().join("LATEST").exists());
 }
 
+/// A bug that panics anyway reaches the user through `main`'s panic hook: one line, exit 101,
+/// no backtrace (the panic is injected at the first training step by the test hook).
+#[cfg(any(feature = "tch", feature = "burn"))]
+#[test]
+fn a_bug_that_panics_is_one_internal_error_line_with_exit_101() {
+    let d = data();
+    let out = tempfile::tempdir().expect("out");
+    let o = Command::new(env!("CARGO_BIN_EXE_lcam"))
+        .args([
+            "train",
+            "--backend",
+            BACKEND,
+            "--model",
+            "wrn-10-1",
+            "--data-dir",
+            p(d.path()),
+            "--out",
+            p(out.path()),
+            "--batch-size",
+            "16",
+            "--threads",
+            "1",
+            "--force",
+        ])
+        .env("LCAM_TEST_FAILPOINT", "step:1:panic")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("run lcam");
+    assert_one_error(
+        &o,
+        101,
+        "internal error: failpoint step: injected panic at ",
+        "panic",
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("(a bug: please report it)"), "{e}");
+    assert!(!e.contains("stack backtrace"), "{e}");
+}
+
 /// Found by fuzzing: a shape whose element count overflows `usize` panicked (debug builds) while
 /// the error message was being written. Now it is one clear error.
 #[test]

@@ -82,13 +82,14 @@ fn train(backend: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
         p(out),
         "--batch-size",
         "16",
-        "--threads",
-        "1",
         "--seed",
         "7",
         "--schedule",
         "exp:0.99@2",
     ];
+    if !extra.contains(&"--threads") {
+        args.extend_from_slice(&["--threads", "1"]);
+    }
     args.extend_from_slice(extra);
     lcam(&args)
 }
@@ -102,10 +103,15 @@ fn checkpoint_file(dir: &Path, file: &str) -> Vec<u8> {
 
 /// A 3-epoch run writes config, metrics and checkpoints; a finished run is not overwritten;
 /// 1 epoch + `--resume` to 3 gives the same `model_file` bytes and metrics; resuming with
-/// another configuration is refused.
+/// another configuration is refused. Every run uses `threads` threads.
 #[cfg(any(feature = "tch", feature = "burn"))]
-fn run_and_resume(backend: &str, model_file: &str) {
+fn run_and_resume(backend: &str, model_file: &str, threads: &str) {
     let d = data(CifarKind::Cifar10, 40); // 200 train images, 13 steps per epoch
+    let train = |backend: &str, data: &Path, out: &Path, extra: &[&str]| {
+        let mut args = extra.to_vec();
+        args.extend_from_slice(&["--threads", threads]);
+        train(backend, data, out, &args)
+    };
     let full = tempfile::tempdir().expect("out");
     let o = train(
         backend,
@@ -190,6 +196,36 @@ fn run_and_resume(backend: &str, model_file: &str) {
     );
 }
 
+/// Two runs with the same seed and `threads` threads: the same `model_file` bytes and the same
+/// metrics (timings aside).
+#[cfg(any(feature = "tch", feature = "burn"))]
+fn same_seed_same_run(backend: &str, model_file: &str, threads: &str) {
+    let d = data(CifarKind::Cifar10, 20);
+    let a = tempfile::tempdir().expect("out");
+    let b = tempfile::tempdir().expect("out");
+    for out in [&a, &b] {
+        let o = train(
+            backend,
+            d.path(),
+            out.path(),
+            &["--epochs", "2", "--force", "--threads", threads],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert!(
+        checkpoint_file(a.path(), model_file) == checkpoint_file(b.path(), model_file),
+        "runs with the same seed differ ({threads} threads)"
+    );
+    let metrics = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.csv"))
+            .expect("metrics")
+            .lines()
+            .map(|l| l.split(',').take(7).collect::<Vec<_>>().join(","))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(metrics(a.path()), metrics(b.path()));
+}
+
 /// With dropout, 1 epoch + `--resume` to 2 still gives the parameters of an uninterrupted run
 /// (the masks depend on the seed and the step only), and dropout does change the run.
 #[cfg(any(feature = "tch", feature = "burn"))]
@@ -258,7 +294,18 @@ mod tch {
 
     #[test]
     fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
-        run_and_resume("tch", "model.safetensors");
+        run_and_resume("tch", "model.safetensors", "1");
+    }
+
+    /// BENCHMARKS.md's runs use 2 threads: libtorch's intra-op pool keeps them bit-identical.
+    #[test]
+    fn with_2_threads_a_resumed_run_is_bit_identical() {
+        run_and_resume("tch", "model.safetensors", "2");
+    }
+
+    #[test]
+    fn with_2_threads_the_same_seed_gives_the_same_run() {
+        same_seed_same_run("tch", "model.safetensors", "2");
     }
 
     #[test]
@@ -343,7 +390,18 @@ mod burn {
 
     #[test]
     fn a_run_writes_config_metrics_and_checkpoints_and_resumes_identically() {
-        run_and_resume("burn", "model.bpk");
+        run_and_resume("burn", "model.bpk", "1");
+    }
+
+    /// flex's rayon pool with 2 threads keeps runs bit-identical (BENCHMARKS.md).
+    #[test]
+    fn with_2_threads_a_resumed_run_is_bit_identical() {
+        run_and_resume("burn", "model.bpk", "2");
+    }
+
+    #[test]
+    fn with_2_threads_the_same_seed_gives_the_same_run() {
+        same_seed_same_run("burn", "model.bpk", "2");
     }
 
     #[test]
@@ -354,17 +412,7 @@ mod burn {
     #[test]
     fn the_same_seed_gives_the_same_run() {
         // Parameter ids are deterministic, so equal parameters give equal record bytes.
-        let d = data(CifarKind::Cifar10, 20);
-        let a = tempfile::tempdir().expect("out");
-        let b = tempfile::tempdir().expect("out");
-        for out in [&a, &b] {
-            let o = train("burn", d.path(), out.path(), &["--epochs", "1", "--force"]);
-            assert!(o.status.success(), "{}", stderr(&o));
-        }
-        assert!(
-            checkpoint_file(a.path(), "model.bpk") == checkpoint_file(b.path(), "model.bpk"),
-            "runs differ"
-        );
+        same_seed_same_run("burn", "model.bpk", "1");
     }
 
     #[test]

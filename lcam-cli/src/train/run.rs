@@ -589,6 +589,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 /// backend's files are written, `progress.json` not yet), `checkpoint-renamed` (renamed, `LATEST`
 /// not moved yet), `latest-temp` (the new `LATEST` is a synced temporary file, not yet
 /// renamed), `checkpoint-committed` (`LATEST` moved, older checkpoints not yet removed).
+/// `<name>:<n>:panic` panics there instead (the test of `main`'s panic hook).
 fn failpoint(name: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static HITS: AtomicU64 = AtomicU64::new(0);
@@ -602,8 +603,12 @@ fn failpoint(name: &str) {
     if point != name {
         return;
     }
+    let (n, action) = n.split_once(':').unwrap_or((n, "wait"));
     let hit = HITS.fetch_add(1, Ordering::SeqCst) + 1;
     if n.parse::<u64>().is_ok_and(|n| n == hit) {
+        if action == "panic" {
+            panic!("failpoint {name}:\ninjected panic");
+        }
         eprintln!("failpoint {name} reached");
         loop {
             std::thread::sleep(std::time::Duration::from_secs(3600));
