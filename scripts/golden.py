@@ -33,12 +33,13 @@ def tensor_list(t):
 
 class Scenario:
     def __init__(self, name, pins, dtype, config, epochs, steps_per_epoch, model, seed,
-                 lr_at=None, drop_grad=None, losses=None):
+                 lr_at=None, drop_grad=None, losses=None, groups=None):
         self.name, self.pins, self.dtype, self.config = name, pins, dtype, config
         self.epochs, self.steps_per_epoch, self.model, self.seed = epochs, steps_per_epoch, model, seed
         self.lr_at = lr_at            # (global_step) -> lr, or None for config lr
         self.drop_grad = drop_grad    # (global_step, param_index) -> True to set p.grad = None
         self.losses = losses          # optional fixed loss values fed to the controller
+        self.groups = groups          # [{"name", "params": [indices], option: value, ...}]
 
 
 def make_model(kind, dtype, gen):
@@ -93,7 +94,20 @@ def run(s):
     named, loss_fn = make_model(s.model, s.dtype, gen)
     params = [p for _, p in named]
     cfg = s.config
-    opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["initial_momentum"],
+    # Parameter groups as lcam writes them: listed groups with their own options, the
+    # parameters no group lists in a default group with the config's options (torch's defaults).
+    torch_groups = [{"params": params}]
+    if s.groups:
+        listed = {i for g in s.groups for i in g["params"]}
+        torch_groups = [
+            {"params": [params[i] for i in g["params"]],
+             **{k: v for k, v in g.items() if k not in ("name", "params")}}
+            for g in s.groups
+        ]
+        rest = [p for i, p in enumerate(params) if i not in listed]
+        if rest:
+            torch_groups.append({"params": rest})
+    opt = torch.optim.SGD(torch_groups, lr=cfg["lr"], momentum=cfg["initial_momentum"],
                           dampening=cfg["dampening"], weight_decay=cfg["weight_decay"],
                           nesterov=cfg["nesterov"], foreach=False)
     trace = {
@@ -103,14 +117,17 @@ def run(s):
         "params": [{"name": n, "shape": list(p.shape), "data": tensor_list(p)} for n, p in named],
         "steps": [],
     }
+    if s.groups:
+        trace["groups"] = s.groups
     momenta, phases = [], []
     step = 0
     for epoch in range(s.epochs):
         loss_sum, k = 0.0, 0  # the demo's per-epoch running mean, reset every epoch
         for _ in range(s.steps_per_epoch):
             lr = s.lr_at(step) if s.lr_at else cfg["lr"]
-            for g in opt.param_groups:
-                g["lr"] = lr
+            if s.lr_at or not s.groups:  # a per-step lr sets every group's
+                for g in opt.param_groups:
+                    g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(step)
             loss.backward()
@@ -193,6 +210,23 @@ SCENARIOS = [
              losses=near_tie_losses(40)),
 ]
 
+# Parameter groups (fixtures/golden-groups): per-group lr, weight decay, dampening and nesterov,
+# one phase controller for all groups (SPEC §2).
+GROUP_SCENARIOS = [
+    Scenario("mlp_f32_groups", ["param groups: per-group weight decay, lr and dampening",
+             "param groups: one phase for all groups"], "f32",
+             config(lr=0.1, wd=5e-4, below=0.9, above=0.95),
+             3, 8, "mlp", 10,
+             groups=[{"name": "no_decay", "params": [1, 3], "weight_decay": 0.0},
+                     {"name": "head", "params": [2], "lr": 0.05, "dampening": 0.2}]),
+    Scenario("softmax_f64_groups_nesterov", ["param groups: per-group nesterov",
+             "param groups: per-step lr sets every group"], "f64",
+             config(lr=0.3, wd=1e-3, below=0.95, above=0.9),
+             3, 10, "softmax", 11,
+             lr_at=lambda step: 0.3 if step < 10 else 0.3 * 0.95 ** (step - 9),
+             groups=[{"name": "bias", "params": [1], "weight_decay": 0.0, "nesterov": True}]),
+]
+
 
 def write_json_atomic(path, obj):
     d = os.path.dirname(path)
@@ -206,24 +240,31 @@ def write_json_atomic(path, obj):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "fixtures", "golden"))
+    here = os.path.dirname(__file__)
+    ap.add_argument("--out", default=os.path.join(here, "..", "fixtures", "golden"))
+    ap.add_argument("--out-groups", default=os.path.join(here, "..", "fixtures", "golden-groups"))
     args = ap.parse_args()
     if torch.__version__.split("+")[0] != TORCH_VERSION:
         raise SystemExit(f"torch {torch.__version__} found, the fixtures pin torch {TORCH_VERSION}")
     torch.set_num_threads(1)
-    os.makedirs(args.out, exist_ok=True)
+    write_set(args.out, SCENARIOS)
+    write_set(args.out_groups, GROUP_SCENARIOS)
+
+
+def write_set(out, scenarios):
+    os.makedirs(out, exist_ok=True)
     manifest = {"generator": "scripts/golden.py", "torch": torch.__version__, "scenarios": []}
-    for s in SCENARIOS:
+    for s in scenarios:
         trace, expected = run(s)
         for p in expected["params"]:
             assert all(math.isfinite(v) for v in p["data"]), s.name
-        write_json_atomic(os.path.join(args.out, f"{s.name}.trace.json"), trace)
-        write_json_atomic(os.path.join(args.out, f"{s.name}.expected.json"), expected)
+        write_json_atomic(os.path.join(out, f"{s.name}.trace.json"), trace)
+        write_json_atomic(os.path.join(out, f"{s.name}.expected.json"), expected)
         below = expected["phases"].count("below")
         manifest["scenarios"].append({"name": s.name, "dtype": s.dtype, "pins": s.pins,
                                       "steps": len(expected["phases"]), "steps_below": below})
         print(f"{s.name}: {len(expected['phases'])} steps, {below} below")
-    write_json_atomic(os.path.join(args.out, "manifest.json"), manifest)
+    write_json_atomic(os.path.join(out, "manifest.json"), manifest)
 
 
 if __name__ == "__main__":

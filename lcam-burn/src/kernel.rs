@@ -2,12 +2,13 @@
 //! [`burn::optim::ModuleOptimizer`] drives. Both are crate-private: the public entry point is
 //! [`crate::LcamOptimizer`], whose step requires the batch loss.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
-use burn::optim::{LearningRate, Optimizer, RecordState, StateSink, StateSource};
+use burn::optim::{GradientsParams, LearningRate, Optimizer, RecordState, StateSink, StateSource};
 use burn::tensor::{Device, Tensor};
-use lcam_core::{LcamConfig, StepParams, UpdateTensor, sgd_update};
+use lcam_core::{LcamConfig, StepKernel, StepParams, UpdateTensor, sgd_update};
+
+use crate::error::LcamBurnError;
 
 /// The leaf name of the momentum buffer in a record (`"{param_id}.momentum"`).
 pub(crate) const BUFFER_LEAF: &str = "momentum";
@@ -109,39 +110,65 @@ impl<const D: usize> RecordState for LcamTensorState<D> {
     }
 }
 
-/// The momentum of the step in progress, shared between [`crate::LcamOptimizer`] (which sets it
-/// from its `PhasedMomentum` before each step) and the per-tensor optimizer that
+/// The step parameters of the step in progress (all but the learning rate, which Burn passes
+/// to every tensor step), shared between the owner of lcam-core's `Driver` ([`crate::LcamOptimizer`],
+/// the `Learner` hook), which sets them before each step, and the per-tensor optimizer that
 /// `ModuleOptimizer` holds.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedMomentum(Arc<AtomicU64>);
+#[derive(Debug, Clone)]
+pub(crate) struct SharedStep(Arc<RwLock<StepParams>>);
 
-impl SharedMomentum {
-    pub(crate) fn set(&self, momentum: f64) {
-        self.0.store(momentum.to_bits(), Ordering::Release);
+impl SharedStep {
+    pub(crate) fn new(config: &LcamConfig) -> Self {
+        Self(Arc::new(RwLock::new(StepParams {
+            lr: config.lr,
+            weight_decay: config.weight_decay,
+            momentum: config.initial_momentum,
+            dampening: config.dampening,
+            nesterov: config.nesterov,
+        })))
     }
 
-    pub(crate) fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Acquire))
+    pub(crate) fn set(&self, h: StepParams) {
+        // Plain data: a panic elsewhere while the lock was held leaves it usable.
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = h;
+    }
+
+    pub(crate) fn get(&self) -> StepParams {
+        *self.0.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
-/// LCAM's per-tensor step for `ModuleOptimizer`: [`sgd_update`] with the momentum in force.
+/// LCAM's per-tensor step for `ModuleOptimizer`: [`sgd_update`] with the step parameters in
+/// force.
 #[derive(Debug, Clone)]
 pub(crate) struct LcamTensorOptimizer {
-    weight_decay: f64,
-    dampening: f64,
-    nesterov: bool,
-    momentum: SharedMomentum,
+    step: SharedStep,
 }
 
 impl LcamTensorOptimizer {
-    pub(crate) fn new(config: &LcamConfig, momentum: SharedMomentum) -> Self {
-        Self {
-            weight_decay: config.weight_decay,
-            dampening: config.dampening,
-            nesterov: config.nesterov,
-            momentum,
+    pub(crate) fn new(step: SharedStep) -> Self {
+        Self { step }
+    }
+}
+
+/// lcam-core's [`StepKernel`] for a Burn module: publishes the step parameters to the
+/// [`LcamTensorOptimizer`]s, then lets `step` (a `ModuleOptimizer` step) update the module.
+pub(crate) struct ModuleKernel<'a, M, S: FnMut(M, GradientsParams) -> M> {
+    pub(crate) shared: &'a SharedStep,
+    pub(crate) module: Option<M>,
+    pub(crate) grads: Option<GradientsParams>,
+    pub(crate) step: S,
+}
+
+impl<M, S: FnMut(M, GradientsParams) -> M> StepKernel for ModuleKernel<'_, M, S> {
+    type Error = LcamBurnError;
+
+    fn apply(&mut self, groups: &[StepParams]) -> Result<(), LcamBurnError> {
+        self.shared.set(groups[0]);
+        if let (Some(m), Some(g)) = (self.module.take(), self.grads.take()) {
+            self.module = Some((self.step)(m, g));
         }
+        Ok(())
     }
 }
 
@@ -157,10 +184,7 @@ impl Optimizer for LcamTensorOptimizer {
     ) -> (Tensor<D>, Option<Self::State<D>>) {
         let h = StepParams {
             lr,
-            weight_decay: self.weight_decay,
-            momentum: self.momentum.get(),
-            dampening: self.dampening,
-            nesterov: self.nesterov,
+            ..self.step.get()
         };
         let mut param = BurnTensor(tensor);
         let mut buffer = state.map(|s| BurnTensor(s.momentum));

@@ -31,10 +31,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use burn::lr_scheduler::module_lr_scheduler::ModuleLearningRate;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use lcam_core::{ControllerState, EpochStats, LcamConfig, Phase, PhasedMomentum};
+use lcam_core::{ControllerState, Driver, EpochStats, Phase};
 
 use crate::error::{LcamBurnError, Result};
-use crate::kernel::{LcamTensorOptimizer, SharedMomentum};
+use crate::kernel::{LcamTensorOptimizer, SharedStep};
 use crate::optimizer::{BatchLoss, StepError};
 
 /// The optimizer for Burn's `Learner` and the hook that feeds it the batch losses.
@@ -43,7 +43,7 @@ use crate::optimizer::{BatchLoss, StepError};
 /// controller starts after that many steps); `None` leaves epochs to
 /// [`LcamHook::start_epoch`].
 pub fn learner_optimizer(
-    config: LcamConfig,
+    config: lcam_core::LcamConfig,
     steps_per_epoch: Option<u64>,
 ) -> Result<(ModuleOptimizer, LcamHook)> {
     let config = config.validate()?;
@@ -54,13 +54,12 @@ pub fn learner_optimizer(
             expected: "at least 1 step per epoch",
         }));
     }
-    let momentum = SharedMomentum::default();
-    let optim = ModuleOptimizer::from(LcamTensorOptimizer::new(&config, momentum.clone()));
+    let step = SharedStep::new(&config);
+    let optim = ModuleOptimizer::from(LcamTensorOptimizer::new(step.clone()));
     let hook = LcamHook {
         shared: Arc::new(Mutex::new(HookState {
-            config,
-            controller: PhasedMomentum::new(&config),
-            momentum,
+            driver: Driver::new(config, 0)?,
+            step,
             pending: None,
             steps_per_epoch,
             steps_in_epoch: 0,
@@ -73,9 +72,8 @@ pub fn learner_optimizer(
 
 #[derive(Debug)]
 struct HookState {
-    config: LcamConfig,
-    controller: PhasedMomentum,
-    momentum: SharedMomentum,
+    driver: Driver,
+    step: SharedStep,
     pending: Option<f64>,
     steps_per_epoch: Option<u64>,
     steps_in_epoch: u64,
@@ -123,7 +121,7 @@ impl LcamHook {
                 module,
             });
         };
-        if let Err(e) = s.controller.check_loss(loss) {
+        if let Err(e) = s.driver.check_loss(loss) {
             return Err(StepError {
                 error: e.into(),
                 module,
@@ -132,14 +130,15 @@ impl LcamHook {
         if let Some(n) = s.steps_per_epoch
             && s.steps_in_epoch == n
         {
-            s.controller.start_epoch();
+            s.driver.start_epoch();
             s.steps_in_epoch = 0;
         }
         s.pending = None;
         s.steps_in_epoch += 1;
         let s = &mut *s;
-        crate::optimizer::phased_step(&mut s.controller, &s.momentum, loss, module, |m| {
-            optim.step(lr, m, grads)
+        let lr = lr.into();
+        crate::optimizer::phased_step(&mut s.driver, &s.step, loss, module, grads, |m, g| {
+            optim.step(lr.clone(), m, g)
         })
     }
 
@@ -168,25 +167,25 @@ impl LcamHook {
     /// Starts a new epoch of the controller now (a no-op while the epoch has no step yet).
     pub fn start_epoch(&self) {
         let mut s = self.state();
-        if s.controller.epoch_stats().steps > 0 {
-            s.controller.start_epoch();
+        if s.driver.epoch_stats().steps > 0 {
+            s.driver.start_epoch();
             s.steps_in_epoch = 0;
         }
     }
 
     /// The momentum the next step will use.
     pub fn momentum(&self) -> f64 {
-        self.state().controller.momentum()
+        self.state().driver.momentum()
     }
 
     /// The last phase decision (`None` before any loss).
     pub fn phase(&self) -> Option<Phase> {
-        self.state().controller.phase()
+        self.state().driver.phase()
     }
 
     /// Diagnostics of the current epoch.
     pub fn epoch_stats(&self) -> EpochStats {
-        self.state().controller.epoch_stats()
+        self.state().driver.epoch_stats()
     }
 
     /// Steps refused by [`optimize`](Self::optimize).
@@ -202,14 +201,14 @@ impl LcamHook {
     /// The controller's state and the step count within the epoch, for a checkpoint.
     pub fn controller_state(&self) -> (ControllerState, u64) {
         let s = self.state();
-        (s.controller.state(), s.steps_in_epoch)
+        (s.driver.controller().state(), s.steps_in_epoch)
     }
 
     /// Restores what [`controller_state`](Self::controller_state) saved (after the `Learner`
     /// loaded its optimizer record). The configuration must be the one the state was saved with.
     pub fn restore_controller(&self, state: ControllerState, steps_in_epoch: u64) -> Result<()> {
         let mut s = self.state();
-        s.controller = PhasedMomentum::from_state(&s.config, state)?;
+        s.driver.restore_controller(state)?;
         s.steps_in_epoch = steps_in_epoch;
         s.pending = None;
         Ok(())

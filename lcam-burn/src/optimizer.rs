@@ -4,10 +4,10 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
-use lcam_core::{EpochStats, LcamConfig, Phase, PhasedMomentum};
+use lcam_core::{Driver, EpochStats, LcamConfig, Phase, PhasedMomentum};
 
 use crate::error::{LcamBurnError, Result};
-use crate::kernel::{LcamTensorOptimizer, SharedMomentum};
+use crate::kernel::{LcamTensorOptimizer, ModuleKernel, SharedStep};
 
 /// Configuration of an [`LcamOptimizer`], Burn style: `LcamBurnConfig::new(below, above)`, the
 /// `with_*` builders, then [`LcamBurnConfig::init`], which validates.
@@ -151,17 +151,15 @@ impl<M> From<StepError<M>> for LcamBurnError {
 /// Each epoch: [`start_epoch`](Self::start_epoch), then per batch
 /// `model = optim.step(lr, model, grads, &loss)?`.
 pub struct LcamOptimizer {
-    config: LcamConfig,
-    controller: PhasedMomentum,
-    momentum: SharedMomentum,
+    driver: Driver,
+    shared: SharedStep,
     inner: ModuleOptimizer,
 }
 
 impl std::fmt::Debug for LcamOptimizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LcamOptimizer")
-            .field("config", &self.config)
-            .field("controller", &self.controller)
+            .field("driver", &self.driver)
             .finish_non_exhaustive()
     }
 }
@@ -179,24 +177,22 @@ impl LcamOptimizer {
         controller: PhasedMomentum,
         inner: Option<ModuleOptimizer>,
     ) -> Self {
-        let momentum = SharedMomentum::default();
-        let tensor_optim = LcamTensorOptimizer::new(&config, momentum.clone());
-        let fresh = ModuleOptimizer::from(tensor_optim);
+        let shared = SharedStep::new(&config);
+        let fresh = ModuleOptimizer::from(LcamTensorOptimizer::new(shared.clone()));
+        let mut driver = Driver::new(config, 0).unwrap_or_else(|_| unreachable!("validated"));
+        // Cannot fail: the state comes from a controller of this configuration.
+        let _ = driver.restore_controller(controller.state());
         Self {
-            config,
-            controller,
-            momentum,
+            driver,
+            shared,
             inner: inner.unwrap_or(fresh),
         }
     }
 
-    /// A fresh internal `ModuleOptimizer` bound to this optimizer's shared momentum (the record
-    /// loader fills it).
+    /// A fresh internal `ModuleOptimizer` bound to this optimizer's shared step parameters (the
+    /// record loader fills it).
     pub(crate) fn fresh_inner(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(LcamTensorOptimizer::new(
-            &self.config,
-            self.momentum.clone(),
-        ))
+        ModuleOptimizer::from(LcamTensorOptimizer::new(self.shared.clone()))
     }
 
     pub(crate) fn inner(&self) -> &ModuleOptimizer {
@@ -221,80 +217,90 @@ impl LcamOptimizer {
         loss: impl BatchLoss,
     ) -> std::result::Result<M, StepError<M>> {
         let checked = loss.to_f64().and_then(|loss| {
-            self.controller.check_loss(loss)?;
-            let config = self.config.with_lr(lr)?;
-            Ok((loss, config))
+            self.driver.check_loss(loss)?;
+            Ok(loss)
         });
-        let (loss, config) = match checked {
+        let loss = match checked {
             Ok(v) => v,
             Err(error) => return Err(StepError { error, module }),
         };
-        self.config = config;
+        if let Err(error) = self.driver.set_lr(lr) {
+            return Err(StepError {
+                error: error.into(),
+                module,
+            });
+        }
         let inner = &mut self.inner;
-        phased_step(&mut self.controller, &self.momentum, loss, module, |m| {
-            inner.step(lr, m, grads)
-        })
+        phased_step(
+            &mut self.driver,
+            &self.shared,
+            loss,
+            module,
+            grads,
+            |m, g| inner.step(lr, m, g),
+        )
     }
 
     /// Starts a new epoch: the controller's running mean is reset, its last decision carried
     /// over. A no-op while the current epoch has observed no loss, so a loop may call it at the
     /// top of every epoch (including the first, and after loading a record).
     pub fn start_epoch(&mut self) {
-        if self.controller.epoch_stats().steps > 0 {
-            self.controller.start_epoch();
-        }
+        self.driver.start_epoch();
     }
 
     /// The momentum the next step will use.
     pub fn momentum(&self) -> f64 {
-        self.controller.momentum()
+        self.driver.momentum()
     }
 
     /// The last phase decision (`None` before any loss was observed).
     pub fn phase(&self) -> Option<Phase> {
-        self.controller.phase()
+        self.driver.phase()
     }
 
     /// Diagnostics of the current epoch.
     pub fn epoch_stats(&self) -> EpochStats {
-        self.controller.epoch_stats()
+        self.driver.epoch_stats()
     }
 
     /// The phase controller.
     pub fn controller(&self) -> &PhasedMomentum {
-        &self.controller
+        self.driver.controller()
     }
 
     /// The configuration; its `lr` is the learning rate of the last step.
     pub fn config(&self) -> &LcamConfig {
-        &self.config
+        self.driver.config()
     }
 
     /// The learning rate of the last step (initially the configuration's).
     pub fn lr(&self) -> f64 {
-        self.config.lr
+        self.driver.lr()
     }
 }
 
 /// The LCAM step around a Burn optimizer's step (shared by [`LcamOptimizer::step`] and the
-/// `Learner` hook): the momentum the controller has in force goes to the update kernels through
-/// `momentum`, `step` updates the module, then the controller observes `loss` to decide the
-/// next momentum (SPEC §2). `loss` must have passed `controller.check_loss`.
+/// `Learner` hook): lcam-core's [`Driver`] runs the sequence, `step` (a `ModuleOptimizer` step,
+/// fed the step parameters through `shared`) updates the module. On an error the module comes
+/// back unchanged in [`StepError`].
 pub(crate) fn phased_step<M>(
-    controller: &mut PhasedMomentum,
-    momentum: &SharedMomentum,
+    driver: &mut Driver,
+    shared: &SharedStep,
     loss: f64,
     module: M,
-    step: impl FnOnce(M) -> M,
+    grads: GradientsParams,
+    step: impl FnMut(M, GradientsParams) -> M,
 ) -> std::result::Result<M, StepError<M>> {
-    momentum.set(controller.momentum());
-    let module = step(module);
-    // Cannot fail: `check_loss` accepted this loss for this controller.
-    if let Err(error) = controller.observe(loss) {
-        return Err(StepError {
-            error: error.into(),
-            module,
-        });
+    let mut kernel = ModuleKernel {
+        shared,
+        module: Some(module),
+        grads: Some(grads),
+        step,
+    };
+    let result = driver.step(loss, &mut kernel);
+    match (result, kernel.module) {
+        (Ok(_), Some(module)) => Ok(module),
+        (Err(error), Some(module)) => Err(StepError { error, module }),
+        (_, None) => unreachable!("the kernel hands the module back"),
     }
-    Ok(module)
 }

@@ -3,8 +3,7 @@
 use burn::module::{Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
-use lcam_core::trace::TRAJECTORY_FORMAT;
-use lcam_core::{DType, LcamError, NamedTensor, Trace, Trajectory};
+use lcam_core::{DType, LcamError, Phase, ReplayTarget, Trace, Trajectory};
 
 use crate::error::{LcamBurnError, Result};
 use crate::optimizer::LcamOptimizer;
@@ -29,85 +28,117 @@ pub fn replay(trace: &Trace) -> Result<Trajectory> {
 
 /// As [`replay`], on any Burn device that supports the trace's dtype.
 pub fn replay_on(trace: &Trace, device: &Device) -> Result<Trajectory> {
-    trace.validate()?;
-    let dtype = match trace.dtype {
+    trace.replay_with(|trace| Target::new(trace, device))
+}
+
+/// [`LcamOptimizer`] over a module of rank-1 parameters: lcam-core's [`ReplayTarget`].
+struct Target {
+    optim: LcamOptimizer,
+    module: Vec<Param<Tensor<1>>>,
+    ids: Vec<ParamId>,
+    lr: f64,
+    dtype: DType,
+    device: Device,
+}
+
+impl Target {
+    fn new(trace: &Trace, device: &Device) -> Result<Self> {
+        if !trace.groups.is_empty() {
+            return Err(LcamBurnError::Core(LcamError::InvalidGroup {
+                group: trace.groups[0].name.clone(),
+                message: "lcam-burn does not take parameter groups yet".into(),
+            }));
+        }
+        let burn_dtype = burn_dtype(trace.dtype);
+        if !device.supports_dtype(burn_dtype) {
+            return Err(replay_err(
+                "dtype",
+                format!("device {device:?} does not support {burn_dtype:?}"),
+            ));
+        }
+        // The parameters flattened to rank 1 (the update is element-wise), one Param each, with
+        // autodiff enabled as in training (Burn's optimizer requires it); gradients are plain
+        // tensors, as `GradientsParams::from_grads` yields them.
+        let module: Vec<Param<Tensor<1>>> = trace
+            .params
+            .iter()
+            .map(|p| Param::from_tensor(tensor(&p.data, trace.dtype, device).autodiff()))
+            .collect();
+        Ok(Self {
+            ids: module.iter().map(|p| p.id).collect(),
+            module,
+            optim: LcamOptimizer::new(trace.config)?,
+            lr: trace.config.lr,
+            dtype: trace.dtype,
+            device: device.clone(),
+        })
+    }
+}
+
+fn burn_dtype(dtype: DType) -> BurnDType {
+    match dtype {
         DType::F32 => BurnDType::F32,
         DType::F64 => BurnDType::F64,
-    };
-    if !device.supports_dtype(dtype) {
-        return Err(replay_err(
-            "dtype",
-            format!("device {device:?} does not support {dtype:?}"),
-        ));
     }
-    let tensor = |data: &[f64]| -> Tensor<1> {
-        let n = data.len();
-        let data = match trace.dtype {
-            DType::F32 => TensorData::new(data.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n]),
-            DType::F64 => TensorData::new(data.to_vec(), [n]),
-        };
-        Tensor::from_data(data, (device, dtype))
+}
+
+fn tensor(data: &[f64], dtype: DType, device: &Device) -> Tensor<1> {
+    let n = data.len();
+    let data = match dtype {
+        DType::F32 => TensorData::new(data.iter().map(|&v| v as f32).collect::<Vec<_>>(), [n]),
+        DType::F64 => TensorData::new(data.to_vec(), [n]),
     };
-    // The parameters flattened to rank 1 (the update is element-wise), one Param each, with
-    // autodiff enabled as in training (Burn's optimizer requires it); gradients are plain
-    // tensors, as `GradientsParams::from_grads` yields them.
-    let mut module: Vec<Param<Tensor<1>>> = trace
-        .params
-        .iter()
-        .map(|p| Param::from_tensor(tensor(&p.data).autodiff()))
-        .collect();
-    let ids: Vec<ParamId> = module.iter().map(|p| p.id).collect();
-    let mut optim = LcamOptimizer::new(trace.config)?;
-    let mut momenta = Vec::with_capacity(trace.steps.len());
-    let mut phases = Vec::with_capacity(trace.steps.len());
-    for step in trace.resolved_steps() {
-        let s = step.index;
-        if step.starts_epoch {
-            optim.start_epoch();
-        }
-        let mut grads = GradientsParams::new();
-        for (id, g) in ids.iter().zip(step.grads) {
-            if let Some(g) = g {
-                grads.register(*id, tensor(g));
+    Tensor::from_data(data, (device, burn_dtype(dtype)))
+}
+
+impl ReplayTarget for Target {
+    type Error = LcamBurnError;
+    fn start_epoch(&mut self) -> Result<()> {
+        self.optim.start_epoch();
+        Ok(())
+    }
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.lr = lr;
+        Ok(())
+    }
+    fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
+        let mut g = GradientsParams::new();
+        for (id, grad) in self.ids.iter().zip(grads) {
+            if let Some(grad) = grad {
+                g.register(*id, tensor(grad, self.dtype, &self.device));
             }
         }
-        momenta.push(optim.momentum());
-        module = optim
-            .step(step.lr, module, grads, step.loss)
-            .map_err(|e| match e.error {
-                LcamBurnError::Core(LcamError::NonFiniteLoss { .. }) => {
-                    replay_err(format!("steps[{s}].loss"), e.error.to_string())
-                }
-                other => other,
-            })?;
-        phases.push(
-            optim
-                .phase()
-                .ok_or_else(|| replay_err(format!("steps[{s}]"), "no phase decided"))?,
-        );
+        let momentum = self.optim.momentum();
+        let module = std::mem::take(&mut self.module);
+        self.module = match self.optim.step(self.lr, module, g, loss) {
+            Ok(m) => m,
+            Err(e) => {
+                self.module = e.module;
+                return Err(match e.error {
+                    LcamBurnError::Core(LcamError::NonFiniteLoss { .. }) => {
+                        replay_err(format!("steps[{s}].loss"), e.error.to_string())
+                    }
+                    other => other,
+                });
+            }
+        };
+        let phase = self
+            .optim
+            .phase()
+            .ok_or_else(|| replay_err(format!("steps[{s}]"), "no phase decided"))?;
+        Ok((momentum, phase))
     }
-    let params = trace
-        .params
-        .iter()
-        .zip(&module)
-        .enumerate()
-        .map(|(i, (p, value))| {
-            let data = value
-                .val()
-                .try_into_data()
-                .map_err(|e| replay_err(format!("params[{i}]"), format!("{e:?}")))?;
-            let data = data.iter::<f64>().collect::<Vec<f64>>();
-            Ok(NamedTensor {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                data,
+    fn params(&mut self) -> Result<Vec<Vec<f64>>> {
+        self.module
+            .iter()
+            .enumerate()
+            .map(|(i, value)| {
+                let data = value
+                    .val()
+                    .try_into_data()
+                    .map_err(|e| replay_err(format!("params[{i}]"), format!("{e:?}")))?;
+                Ok(data.iter::<f64>().collect())
             })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Trajectory {
-        format: TRAJECTORY_FORMAT.to_string(),
-        params,
-        momenta,
-        phases,
-    })
+            .collect()
+    }
 }

@@ -51,3 +51,19 @@ fn replay_keeps_the_trace_dtype_and_names() {
     }
     assert_eq!(t.momenta.len(), trace.steps.len());
 }
+
+/// Parameter groups are not in lcam-burn yet: a trace with groups is refused with
+/// `InvalidGroup` naming the group, never replayed as one group.
+#[test]
+fn a_trace_with_parameter_groups_is_refused() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups");
+    for f in lcam_core::load_fixtures(&dir).expect("fixtures load") {
+        let e = lcam_burn::replay(&f.trace).expect_err("groups");
+        assert!(
+            matches!(&e, lcam_burn::LcamBurnError::Core(lcam_core::LcamError::InvalidGroup { group, .. })
+                if *group == f.trace.groups[0].name),
+            "{}: {e}",
+            f.name
+        );
+    }
+}

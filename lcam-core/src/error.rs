@@ -57,6 +57,15 @@ pub enum LcamError {
         /// Entries expected.
         expected: usize,
     },
+    /// A parameter group is inconsistent: empty, unknown or shared parameter, option out of
+    /// range, duplicate name.
+    #[error("invalid parameter group `{group}`: {message}")]
+    InvalidGroup {
+        /// The group's name (`#i` for an unnamed group, by position).
+        group: String,
+        /// What is wrong, naming the parameter or option.
+        message: String,
+    },
     /// A trace or trajectory document is malformed or inconsistent.
     #[error("invalid trace: {location}: {message}")]
     InvalidTrace {

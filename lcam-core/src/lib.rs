@@ -44,6 +44,7 @@
 
 mod config;
 mod controller;
+mod driver;
 mod error;
 mod math;
 mod optimizer;
@@ -51,11 +52,16 @@ pub mod trace;
 
 pub use config::LcamConfig;
 pub use controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
+pub use driver::{DEFAULT_GROUP, Driver, GroupOptions, Groups, ParamGroup, StepKernel};
 pub use error::{LcamError, Result};
-pub use math::{Scalar, StepParams, UpdateTensor, fused_update_slices, sgd_update, sgd_update_all};
+pub use math::{
+    Scalar, StepParams, UpdateTensor, fused_update_slices, sgd_update, sgd_update_all,
+    sgd_update_grouped,
+};
 pub use optimizer::{Lcam, LcamState, StepReport, TensorData};
 pub use trace::{
-    Comparison, DType, Fixture, NamedTensor, Trace, TraceStep, Trajectory, load_fixtures,
+    Comparison, DType, Fixture, NamedTensor, ReplayTarget, Trace, TraceStep, Trajectory,
+    load_fixtures,
 };
 
 /// The README's examples, compiled and run as doctests.

@@ -249,7 +249,26 @@ pub fn sgd_update_all<F: Scalar>(
     buffers: &mut [Option<ndarray::ArrayD<F>>],
     h: &StepParams,
 ) -> crate::Result<()> {
-    for (what, got) in [("gradients", grads.len()), ("buffers", buffers.len())] {
+    sgd_update_grouped(params, grads, buffers, &[*h], &vec![0; params.len()])
+}
+
+/// [`sgd_update_all`] with parameter groups: tensor `i` is updated with `groups[group_of[i]]`.
+///
+/// Errors, changing nothing: `grads`, `buffers` or `group_of` of another length than `params`
+/// ([`LcamError::CountMismatch`](crate::LcamError::CountMismatch)), a group index out of range
+/// ([`LcamError::InvalidGroup`](crate::LcamError::InvalidGroup)).
+pub fn sgd_update_grouped<F: Scalar>(
+    params: &mut [ndarray::ArrayD<F>],
+    grads: &[Option<ndarray::ArrayD<F>>],
+    buffers: &mut [Option<ndarray::ArrayD<F>>],
+    groups: &[StepParams],
+    group_of: &[usize],
+) -> crate::Result<()> {
+    for (what, got) in [
+        ("gradients", grads.len()),
+        ("buffers", buffers.len()),
+        ("group indices", group_of.len()),
+    ] {
         if got != params.len() {
             return Err(crate::LcamError::CountMismatch {
                 what: what.into(),
@@ -258,19 +277,26 @@ pub fn sgd_update_all<F: Scalar>(
             });
         }
     }
+    if let Some(i) = group_of.iter().position(|&g| g >= groups.len()) {
+        return Err(crate::LcamError::InvalidGroup {
+            group: format!("#{}", group_of[i]),
+            message: format!("parameter {i} names it, there are {} groups", groups.len()),
+        });
+    }
     let mut jobs: Vec<_> = params
         .iter_mut()
         .zip(grads)
         .zip(buffers)
-        .filter_map(|((p, g), b)| g.as_ref().map(|g| (p, g, b)))
+        .zip(group_of)
+        .filter_map(|(((p, g), b), &k)| g.as_ref().map(|g| (p, g, b, &groups[k])))
         .collect();
-    let elements: usize = jobs.iter().map(|(p, _, _)| p.len()).sum();
+    let elements: usize = jobs.iter().map(|(p, _, _, _)| p.len()).sum();
     if elements >= PARALLEL_MIN && jobs.len() > 1 {
         // Many small tensors (WRN-16-1: 43 tensors, most below the per-tensor threshold).
         jobs.par_iter_mut()
-            .for_each(|(p, g, b)| sgd_update(&mut **p, *g, &mut **b, h));
+            .for_each(|(p, g, b, h)| sgd_update(&mut **p, *g, &mut **b, h));
     } else {
-        for (p, g, b) in jobs {
+        for (p, g, b, h) in jobs {
             sgd_update(p, g, b, h);
         }
     }

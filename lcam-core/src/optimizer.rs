@@ -3,10 +3,11 @@
 use ndarray::{ArrayD, IxDyn};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{LcamConfig, check_lr};
+use crate::config::LcamConfig;
 use crate::controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
+use crate::driver::{Driver, Groups, ParamGroup, StepKernel};
 use crate::error::{LcamError, Result};
-use crate::math::{Scalar, StepParams, UpdateTensor, sgd_update_all};
+use crate::math::{Scalar, StepParams, UpdateTensor, sgd_update_grouped};
 
 /// What one [`Lcam::step`] did.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,6 +71,10 @@ pub struct LcamState<F> {
     pub controller: ControllerState,
     /// Per-parameter momentum buffer (`None` until the tensor's first step).
     pub buffers: Vec<Option<TensorData<F>>>,
+    /// The parameter groups; absent when there is one (every state written before groups
+    /// existed, and every one-group state since, has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Groups>,
 }
 
 impl<F> LcamState<F> {
@@ -104,102 +109,33 @@ impl<F> LcamState<F> {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Lcam<F: Scalar> {
-    config: LcamConfig,
-    controller: PhasedMomentum,
+    driver: Driver,
     shapes: Vec<Vec<usize>>,
     buffers: Vec<Option<ArrayD<F>>>,
 }
 
-impl<F: Scalar> Lcam<F> {
-    /// An optimizer for parameters shaped like `params`, after validating `config`.
-    pub fn new(config: LcamConfig, params: &[ArrayD<F>]) -> Result<Self> {
-        Self::with_shapes(config, &shapes_of(params))
-    }
+/// [`Lcam`]'s kernel: the checks of one step's tensors, then the multi-tensor update.
+struct NdKernel<'a, F: Scalar> {
+    shapes: &'a [Vec<usize>],
+    group_of: &'a [usize],
+    params: &'a mut [ArrayD<F>],
+    grads: &'a [Option<ArrayD<F>>],
+    buffers: &'a mut [Option<ArrayD<F>>],
+}
 
-    /// An optimizer for parameters of `shapes` (no parameter needed), after validating
-    /// `config`.
-    pub fn with_shapes(config: LcamConfig, shapes: &[Vec<usize>]) -> Result<Self> {
-        let config = config.validate()?;
-        Ok(Self {
-            controller: PhasedMomentum::new(&config),
-            config,
-            shapes: shapes.to_vec(),
-            buffers: vec![None; shapes.len()],
-        })
-    }
+impl<F: Scalar> StepKernel for NdKernel<'_, F> {
+    type Error = LcamError;
 
-    /// The configuration (its `lr` is the current learning rate).
-    pub fn config(&self) -> &LcamConfig {
-        &self.config
-    }
-
-    /// The phase controller.
-    pub fn controller(&self) -> &PhasedMomentum {
-        &self.controller
-    }
-
-    /// The momentum the next step will use.
-    pub fn momentum(&self) -> f64 {
-        self.controller.momentum()
-    }
-
-    /// The last phase decision.
-    pub fn phase(&self) -> Option<Phase> {
-        self.controller.phase()
-    }
-
-    /// Diagnostics of the current epoch.
-    pub fn epoch_stats(&self) -> EpochStats {
-        self.controller.epoch_stats()
-    }
-
-    /// The momentum buffers (`None` for tensors that never had a gradient).
-    pub fn buffers(&self) -> &[Option<ArrayD<F>>] {
-        &self.buffers
-    }
-
-    /// Current learning rate.
-    pub fn lr(&self) -> f64 {
-        self.config.lr
-    }
-
-    /// Sets the learning rate of the following steps (a schedule's job).
-    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        check_lr("lr", lr)?;
-        self.config.lr = lr;
-        Ok(())
-    }
-
-    /// Starts a new epoch: the controller's running mean is reset. While the current epoch has
-    /// observed no loss this is a no-op, so a loop may call it at the top of every epoch
-    /// (including the first, and again after a restore at an epoch boundary).
-    pub fn start_epoch(&mut self) {
-        if self.controller.epoch_stats().steps > 0 {
-            self.controller.start_epoch();
-        }
-    }
-
-    /// One step: updates every parameter that has a gradient with the momentum in force, then
-    /// observes `loss` (the batch's mean-reduced loss) to decide the next momentum.
-    ///
-    /// Errors, with nothing changed: a non-finite loss, a gradient count or shape that does not
-    /// match the parameters.
-    pub fn step(
-        &mut self,
-        params: &mut [ArrayD<F>],
-        grads: &[Option<ArrayD<F>>],
-        loss: f64,
-    ) -> Result<StepReport> {
-        self.controller.check_loss(loss)?;
-        self.check_params(params)?;
-        if grads.len() != params.len() {
+    fn apply(&mut self, groups: &[StepParams]) -> Result<()> {
+        check_shapes(self.shapes, self.params)?;
+        if self.grads.len() != self.params.len() {
             return Err(LcamError::CountMismatch {
                 what: "gradients".into(),
-                got: grads.len(),
-                expected: params.len(),
+                got: self.grads.len(),
+                expected: self.params.len(),
             });
         }
-        for (i, g) in grads.iter().enumerate() {
+        for (i, g) in self.grads.iter().enumerate() {
             if let Some(g) = g
                 && g.shape() != self.shapes[i].as_slice()
             {
@@ -211,41 +147,155 @@ impl<F: Scalar> Lcam<F> {
                 });
             }
         }
-        let h = StepParams {
-            lr: self.config.lr,
-            weight_decay: self.config.weight_decay,
-            momentum: self.controller.momentum(),
-            dampening: self.config.dampening,
-            nesterov: self.config.nesterov,
-        };
-        sgd_update_all(params, grads, &mut self.buffers, &h)?;
-        let phase = self.controller.observe(loss)?;
-        Ok(StepReport {
-            momentum: h.momentum,
-            lr: h.lr,
-            phase,
+        sgd_update_grouped(self.params, self.grads, self.buffers, groups, self.group_of)
+    }
+}
+
+fn check_shapes<F: Scalar>(shapes: &[Vec<usize>], params: &[ArrayD<F>]) -> Result<()> {
+    if params.len() != shapes.len() {
+        return Err(LcamError::CountMismatch {
+            what: "parameters".into(),
+            got: params.len(),
+            expected: shapes.len(),
+        });
+    }
+    for (i, (p, s)) in params.iter().zip(shapes).enumerate() {
+        if p.shape() != s.as_slice() {
+            return Err(LcamError::ShapeMismatch {
+                tensor: format!("param {i}"),
+                what: "parameter",
+                got: p.dims(),
+                expected: s.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl<F: Scalar> Lcam<F> {
+    /// An optimizer for parameters shaped like `params`, after validating `config`.
+    pub fn new(config: LcamConfig, params: &[ArrayD<F>]) -> Result<Self> {
+        Self::with_shapes(config, &shapes_of(params))
+    }
+
+    /// An optimizer for parameters of `shapes` (no parameter needed), after validating
+    /// `config`.
+    pub fn with_shapes(config: LcamConfig, shapes: &[Vec<usize>]) -> Result<Self> {
+        Self::with_groups(config, shapes, &[])
+    }
+
+    /// An optimizer for parameters of `shapes` in parameter groups (indices into `shapes`;
+    /// the parameters no group lists form the group `default`, see [`Groups::resolve`]).
+    ///
+    /// ```
+    /// use lcam_core::{Lcam, LcamConfig, ParamGroup};
+    /// // weights 0 and 2 decay, biases 1 and 3 do not
+    /// let shapes = vec![vec![4, 3], vec![4], vec![2, 4], vec![2]];
+    /// let opt = Lcam::<f32>::with_groups(
+    ///     LcamConfig::cifar10(),
+    ///     &shapes,
+    ///     &[ParamGroup::new("no_decay", vec![1, 3]).with_weight_decay(0.0)],
+    /// )?;
+    /// assert_eq!(opt.groups().names(), ["no_decay", "default"]);
+    /// # Ok::<(), lcam_core::LcamError>(())
+    /// ```
+    pub fn with_groups(
+        config: LcamConfig,
+        shapes: &[Vec<usize>],
+        groups: &[ParamGroup],
+    ) -> Result<Self> {
+        Ok(Self {
+            driver: Driver::with_groups(config, shapes.len(), groups)?,
+            shapes: shapes.to_vec(),
+            buffers: vec![None; shapes.len()],
         })
     }
 
-    fn check_params(&self, params: &[ArrayD<F>]) -> Result<()> {
-        if params.len() != self.shapes.len() {
-            return Err(LcamError::CountMismatch {
-                what: "parameters".into(),
-                got: params.len(),
-                expected: self.shapes.len(),
-            });
-        }
-        for (i, (p, s)) in params.iter().zip(&self.shapes).enumerate() {
-            if p.shape() != s.as_slice() {
-                return Err(LcamError::ShapeMismatch {
-                    tensor: format!("param {i}"),
-                    what: "parameter",
-                    got: p.dims(),
-                    expected: s.clone(),
-                });
-            }
-        }
-        Ok(())
+    /// The configuration (its `lr` is the current learning rate).
+    pub fn config(&self) -> &LcamConfig {
+        self.driver.config()
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &Groups {
+        self.driver.groups()
+    }
+
+    /// The phase controller.
+    pub fn controller(&self) -> &PhasedMomentum {
+        self.driver.controller()
+    }
+
+    /// The momentum the next step will use.
+    pub fn momentum(&self) -> f64 {
+        self.driver.momentum()
+    }
+
+    /// The last phase decision.
+    pub fn phase(&self) -> Option<Phase> {
+        self.driver.phase()
+    }
+
+    /// Diagnostics of the current epoch.
+    pub fn epoch_stats(&self) -> EpochStats {
+        self.driver.epoch_stats()
+    }
+
+    /// The momentum buffers (`None` for tensors that never had a gradient).
+    pub fn buffers(&self) -> &[Option<ArrayD<F>>] {
+        &self.buffers
+    }
+
+    /// Current learning rate (of the first group).
+    pub fn lr(&self) -> f64 {
+        self.driver.lr()
+    }
+
+    /// Sets the learning rate of every group for the following steps (a schedule's job).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.driver.set_lr(lr)
+    }
+
+    /// Sets the learning rate of one group (an index into [`Groups::names`]).
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        self.driver.set_group_lr(group, lr)
+    }
+
+    /// Starts a new epoch: the controller's running mean is reset. While the current epoch has
+    /// observed no loss this is a no-op, so a loop may call it at the top of every epoch
+    /// (including the first, and again after a restore at an epoch boundary).
+    pub fn start_epoch(&mut self) {
+        self.driver.start_epoch();
+    }
+
+    /// One step: updates every parameter that has a gradient with the momentum in force (and
+    /// its group's options), then observes `loss` (the batch's mean-reduced loss) to decide the
+    /// next momentum.
+    ///
+    /// Errors, with nothing changed: a non-finite loss, a gradient count or shape that does not
+    /// match the parameters.
+    pub fn step(
+        &mut self,
+        params: &mut [ArrayD<F>],
+        grads: &[Option<ArrayD<F>>],
+        loss: f64,
+    ) -> Result<StepReport> {
+        let Self {
+            driver,
+            shapes,
+            buffers,
+        } = self;
+        let group_of = driver.groups().of_param().to_vec();
+        driver.step(
+            loss,
+            &mut NdKernel {
+                shapes,
+                group_of: &group_of,
+                params,
+                grads,
+                buffers,
+            },
+        )
     }
 
     /// The full state, for saving.
@@ -253,13 +303,14 @@ impl<F: Scalar> Lcam<F> {
         LcamState {
             format: LcamState::<F>::FORMAT.to_string(),
             dtype: F::DTYPE.to_string(),
-            config: self.config,
-            controller: self.controller.state(),
+            config: *self.driver.config(),
+            controller: self.driver.controller().state(),
             buffers: self
                 .buffers
                 .iter()
                 .map(|b| b.as_ref().map(TensorData::from_array))
                 .collect(),
+            groups: (!self.driver.groups().is_single()).then(|| self.driver.groups().clone()),
         }
     }
 
@@ -290,8 +341,16 @@ impl<F: Scalar> Lcam<F> {
                 format!("`{}`, expected `{}`", state.dtype, F::DTYPE),
             ));
         }
-        let mut opt = Self::with_shapes(state.config, shapes)?;
-        opt.controller = PhasedMomentum::from_state(&opt.config, state.controller)?;
+        let mut opt = Self {
+            driver: Driver::from_parts(
+                state.config,
+                state.groups.clone(),
+                shapes.len(),
+                state.controller,
+            )?,
+            shapes: shapes.to_vec(),
+            buffers: vec![None; shapes.len()],
+        };
         if state.buffers.len() != shapes.len() {
             return Err(bad(
                 "buffers",

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::LcamConfig;
 use crate::controller::Phase;
+use crate::driver::{Groups, ParamGroup};
 use crate::error::{LcamError, Result};
 use crate::math::Scalar;
 use crate::optimizer::Lcam;
@@ -134,8 +135,9 @@ pub struct ResolvedStep<'a> {
     pub index: usize,
     /// This step's epoch differs from the previous step's: start a new epoch before it.
     pub starts_epoch: bool,
-    /// The step's learning rate (`config.lr` when the trace gives none).
-    pub lr: f64,
+    /// The step's learning rate for every group; `None`: the rates in force (initially
+    /// `config.lr`, or each group's own).
+    pub lr: Option<f64>,
     /// The batch loss observed after the step.
     pub loss: f64,
     /// One entry per parameter: its gradient (row-major) or `None`.
@@ -156,6 +158,9 @@ pub struct Trace {
     pub params: Vec<NamedTensor>,
     /// The steps, in order.
     pub steps: Vec<TraceStep>,
+    /// Parameter groups (indices into `params`; see [`Groups::resolve`]). Absent: one group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<ParamGroup>,
 }
 
 impl Trace {
@@ -172,9 +177,17 @@ impl Trace {
             config,
             params,
             steps,
+            groups: Vec::new(),
         };
         t.validate()?;
         Ok(t)
+    }
+
+    /// The trace with parameter groups, validated.
+    pub fn with_groups(mut self, groups: Vec<ParamGroup>) -> Result<Self> {
+        self.groups = groups;
+        self.validate()?;
+        Ok(self)
     }
 
     /// Parses and validates a trace. Errors name the offending location
@@ -238,6 +251,12 @@ impl Trace {
                 format!("config.{field}"),
                 format!("{value}, expected {expected}"),
             ),
+            other => other,
+        })?;
+        Groups::resolve(&self.config, self.params.len(), &self.groups).map_err(|e| match e {
+            LcamError::InvalidGroup { group, message } => {
+                bad("groups".into(), format!("group `{group}`: {message}"))
+            }
             other => other,
         })?;
         let lens: Vec<Option<usize>> = self
@@ -341,7 +360,7 @@ impl Trace {
             ResolvedStep {
                 index,
                 starts_epoch,
-                lr: step.lr.unwrap_or(self.config.lr),
+                lr: step.lr,
                 loss: step.loss,
                 grads: &step.grads,
             }
@@ -351,50 +370,138 @@ impl Trace {
     /// Replays the trace with the reference ndarray optimizer, in the trace's dtype.
     pub fn replay(&self) -> Result<Trajectory> {
         match self.dtype {
-            DType::F32 => self.replay_as::<f32>(),
-            DType::F64 => self.replay_as::<f64>(),
+            DType::F32 => self.replay_with(CoreTarget::<f32>::new),
+            DType::F64 => self.replay_with(CoreTarget::<f64>::new),
         }
     }
 
-    fn replay_as<F: Scalar>(&self) -> Result<Trajectory> {
-        let mut params = self
-            .params
-            .iter()
-            .map(NamedTensor::to_array::<F>)
-            .collect::<Result<Vec<_>>>()?;
-        let mut opt = Lcam::new(self.config, &params)?;
+    /// The replay, once for every adapter: validates the trace, builds the adapter's target
+    /// with `make` (which holds its own copy of `params`, in its dtype, with the trace's
+    /// configuration and groups), walks [`Trace::resolved_steps`] — a new epoch where the epoch
+    /// changes, the step's learning rate when it has one, the step — and collects the momentum
+    /// used and the phase decided per step and the final parameters.
+    pub fn replay_with<T: ReplayTarget>(
+        &self,
+        make: impl FnOnce(&Trace) -> std::result::Result<T, T::Error>,
+    ) -> std::result::Result<Trajectory, T::Error> {
+        self.validate()?;
+        let mut target = make(self)?;
         let mut momenta = Vec::with_capacity(self.steps.len());
         let mut phases = Vec::with_capacity(self.steps.len());
         for step in self.resolved_steps() {
             if step.starts_epoch {
-                opt.start_epoch();
+                target.start_epoch()?;
             }
-            opt.set_lr(step.lr)?;
-            let grads = step
-                .grads
-                .iter()
-                .zip(&self.params)
-                .map(|(g, p)| {
-                    g.as_ref()
-                        .map(|g| to_array::<F>(&p.shape, g, &p.name))
-                        .transpose()
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let report = opt.step(&mut params, &grads, step.loss)?;
-            momenta.push(report.momentum);
-            phases.push(report.phase);
+            if let Some(lr) = step.lr {
+                target.set_lr(lr)?;
+            }
+            let (momentum, phase) = target.step(step.index, step.grads, step.loss)?;
+            momenta.push(momentum);
+            phases.push(phase);
+        }
+        let finals = target.params()?;
+        if finals.len() != self.params.len() {
+            return Err(LcamError::CountMismatch {
+                what: "replayed parameters".into(),
+                got: finals.len(),
+                expected: self.params.len(),
+            }
+            .into());
         }
         Ok(Trajectory {
             format: TRAJECTORY_FORMAT.to_string(),
             params: self
                 .params
                 .iter()
-                .zip(&params)
-                .map(|(p, a)| NamedTensor::from_array(&p.name, a))
+                .zip(finals)
+                .map(|(p, data)| NamedTensor {
+                    name: p.name.clone(),
+                    shape: p.shape.clone(),
+                    data,
+                })
                 .collect(),
             momenta,
             phases,
         })
+    }
+}
+
+/// An adapter's side of [`Trace::replay_with`]: an optimizer with its own copy of the trace's
+/// parameters. Each adapter's implementation is a thin binding (upload, step, download).
+pub trait ReplayTarget {
+    /// The adapter's error type.
+    type Error: From<LcamError>;
+    /// Starts a new epoch.
+    fn start_epoch(&mut self) -> std::result::Result<(), Self::Error>;
+    /// Sets the learning rate of every group.
+    fn set_lr(&mut self, lr: f64) -> std::result::Result<(), Self::Error>;
+    /// Step `index` with these gradients (row-major as in the trace; `None`: no gradient) and
+    /// this loss; returns the momentum the step used and the phase decided after it.
+    fn step(
+        &mut self,
+        index: usize,
+        grads: &[Option<Vec<f64>>],
+        loss: f64,
+    ) -> std::result::Result<(f64, Phase), Self::Error>;
+    /// The parameters now, row-major, widened to f64, in the trace's order.
+    fn params(&mut self) -> std::result::Result<Vec<Vec<f64>>, Self::Error>;
+}
+
+/// The reference optimizer ([`Lcam`] over ndarray) as a replay target.
+struct CoreTarget<F: Scalar> {
+    opt: Lcam<F>,
+    params: Vec<ArrayD<F>>,
+    shapes: Vec<(String, Vec<usize>)>,
+}
+
+impl<F: Scalar> CoreTarget<F> {
+    fn new(trace: &Trace) -> Result<Self> {
+        let params = trace
+            .params
+            .iter()
+            .map(NamedTensor::to_array::<F>)
+            .collect::<Result<Vec<_>>>()?;
+        let shapes: Vec<Vec<usize>> = trace.params.iter().map(|p| p.shape.clone()).collect();
+        Ok(Self {
+            opt: Lcam::with_groups(trace.config, &shapes, &trace.groups)?,
+            params,
+            shapes: trace
+                .params
+                .iter()
+                .map(|p| (p.name.clone(), p.shape.clone()))
+                .collect(),
+        })
+    }
+}
+
+impl<F: Scalar> ReplayTarget for CoreTarget<F> {
+    type Error = LcamError;
+    fn start_epoch(&mut self) -> Result<()> {
+        self.opt.start_epoch();
+        Ok(())
+    }
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.opt.set_lr(lr)
+    }
+    fn step(&mut self, _: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
+        let grads = grads
+            .iter()
+            .zip(&self.shapes)
+            .map(|(g, (name, shape))| {
+                g.as_ref()
+                    .map(|g| to_array::<F>(shape, g, name))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let r = self.opt.step(&mut self.params, &grads, loss)?;
+        Ok((r.momentum, r.phase))
+    }
+    fn params(&mut self) -> Result<Vec<Vec<f64>>> {
+        Ok(self
+            .params
+            .iter()
+            .map(|a| a.iter().map(|v| v.as_f64()).collect())
+            .collect())
     }
 }
 

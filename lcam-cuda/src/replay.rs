@@ -1,11 +1,10 @@
 //! Replaying a `lcam-trace/1` document through the kernels: [`crate::replay`] on a GPU,
-//! [`crate::replay_host`] on the host-emulated kernels. Both walk
-//! [`lcam_core::Trace::resolved_steps`] as every adapter does, and read the controller back
-//! after each step to record the momentum used and the phase decided (a replay wants them; a
-//! training loop does not).
+//! [`crate::replay_host`] on the host-emulated kernels. Both are lcam-core's one replay loop
+//! ([`lcam_core::Trace::replay_with`]) over a [`Target`], which reads the controller back after
+//! each step to record the momentum used and the phase decided (a replay wants them; a training
+//! loop does not).
 
-use lcam_core::trace::TRAJECTORY_FORMAT;
-use lcam_core::{DType, LcamConfig, LcamError, NamedTensor, Trace, Trajectory};
+use lcam_core::{DType, LcamConfig, LcamError, Phase, ReplayTarget, Trace, Trajectory};
 
 use crate::error::{LcamCudaError, Result};
 use crate::layout::{Diagnostics, KernelScalar};
@@ -32,69 +31,88 @@ fn replay_err(location: String, message: String) -> LcamCudaError {
     LcamCudaError::Core(LcamError::InvalidTrace { location, message })
 }
 
-/// Replays `trace` in element type `F` on the target built by `make(config, shapes)`.
-pub(crate) fn replay_on<F: KernelScalar, T: Target<F>>(
-    trace: &Trace,
-    make: impl FnOnce(LcamConfig, &[Vec<usize>]) -> Result<T>,
-) -> Result<Trajectory> {
-    trace.validate()?;
-    let shapes: Vec<Vec<usize>> = trace.params.iter().map(|p| p.shape.clone()).collect();
-    let mut target = make(trace.config, &shapes)?;
-    let to_f = |data: &[f64]| -> Vec<F> { data.iter().map(|&v| F::of_f64(v)).collect() };
-    let mut params = trace
-        .params
-        .iter()
-        .map(|p| target.upload(&to_f(&p.data)))
-        .collect::<Result<Vec<_>>>()?;
-    let mut momenta = Vec::with_capacity(trace.steps.len());
-    let mut phases = Vec::with_capacity(trace.steps.len());
-    for step in trace.resolved_steps() {
-        let s = step.index;
-        if step.starts_epoch {
-            target.start_epoch()?;
-        }
-        target.set_lr(step.lr)?;
-        let grads = step
-            .grads
+/// A [`Target`] with the trace's parameters in its memory: lcam-core's [`ReplayTarget`].
+struct Replayed<F: KernelScalar, T: Target<F>> {
+    target: T,
+    params: Vec<T::Tensor>,
+    lens: Vec<usize>,
+    _f: std::marker::PhantomData<F>,
+}
+
+fn to_f<F: KernelScalar>(data: &[f64]) -> Vec<F> {
+    data.iter().map(|&v| F::of_f64(v)).collect()
+}
+
+impl<F: KernelScalar, T: Target<F>> ReplayTarget for Replayed<F, T> {
+    type Error = LcamCudaError;
+    fn start_epoch(&mut self) -> Result<()> {
+        self.target.start_epoch()
+    }
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.target.set_lr(lr)
+    }
+    fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
+        let grads = grads
             .iter()
-            .map(|g| g.as_ref().map(|g| target.upload(&to_f(g))).transpose())
+            .map(|g| g.as_ref().map(|g| self.target.upload(&to_f(g))).transpose())
             .collect::<Result<Vec<_>>>()?;
-        target.step(&mut params, &grads, step.loss)?;
-        let d = target.diagnostics()?;
+        self.target.step(&mut self.params, &grads, loss)?;
+        // A replay wants what each step used and decided; a training loop does not read them.
+        let d = self.target.diagnostics()?;
         if d.rejected_losses > 0 {
             return Err(replay_err(
                 format!("steps[{s}].loss"),
-                format!("{} rejected on the device", step.loss),
+                format!("{loss} rejected on the device"),
             ));
         }
         let (Some(momentum), Some(phase)) = (d.last_momentum, d.phase) else {
             return Err(replay_err(format!("steps[{s}]"), "no phase decided".into()));
         };
-        momenta.push(momentum);
-        phases.push(phase);
+        Ok((momentum, phase))
     }
-    let params = trace
-        .params
-        .iter()
-        .zip(&params)
-        .map(|(p, t)| {
-            Ok(NamedTensor {
-                name: p.name.clone(),
-                shape: p.shape.clone(),
-                data: target
+    fn params(&mut self) -> Result<Vec<Vec<f64>>> {
+        self.params
+            .iter()
+            .zip(&self.lens)
+            .map(|(t, &n)| {
+                Ok(self
+                    .target
                     .download(t)?
                     .iter()
-                    .take(p.data.len())
+                    .take(n)
                     .map(|v| v.as_f64())
-                    .collect(),
+                    .collect())
             })
+            .collect()
+    }
+}
+
+/// Replays `trace` in element type `F` on the target built by `make(config, shapes)`, through
+/// lcam-core's one replay loop ([`Trace::replay_with`]).
+pub(crate) fn replay_on<F: KernelScalar, T: Target<F>>(
+    trace: &Trace,
+    make: impl FnOnce(LcamConfig, &[Vec<usize>]) -> Result<T>,
+) -> Result<Trajectory> {
+    trace.replay_with(|trace| {
+        if !trace.groups.is_empty() {
+            return Err(LcamCudaError::Core(LcamError::InvalidGroup {
+                group: trace.groups[0].name.clone(),
+                message: "lcam-cuda does not take parameter groups yet".into(),
+            }));
+        }
+        let shapes: Vec<Vec<usize>> = trace.params.iter().map(|p| p.shape.clone()).collect();
+        let mut target = make(trace.config, &shapes)?;
+        let params = trace
+            .params
+            .iter()
+            .map(|p| target.upload(&to_f(&p.data)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Replayed {
+            target,
+            params,
+            lens: trace.params.iter().map(|p| p.data.len()).collect(),
+            _f: std::marker::PhantomData,
         })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Trajectory {
-        format: TRAJECTORY_FORMAT.to_string(),
-        params,
-        momenta,
-        phases,
     })
 }
 

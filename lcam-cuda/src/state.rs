@@ -15,12 +15,20 @@ pub(crate) struct Loaded<F> {
 }
 
 /// Validates `state` for parameters of `shapes` exactly as `lcam_core::Lcam::from_state` does
-/// (format, dtype, configuration, controller, buffer count and shapes).
+/// (format, dtype, configuration, controller, buffer count and shapes); a state with parameter
+/// groups is refused ([`lcam_core::LcamError::InvalidGroup`]).
 pub(crate) fn load<F: KernelScalar>(
     state: &LcamState<F>,
     shapes: &[Vec<usize>],
 ) -> Result<Loaded<F>> {
     let core = Lcam::from_state_shapes(state, shapes)?;
+    if !core.groups().is_single() {
+        return Err(lcam_core::LcamError::InvalidGroup {
+            group: core.groups().names()[0].clone(),
+            message: "lcam-cuda does not take parameter groups yet".into(),
+        }
+        .into());
+    }
     let config = *core.config();
     Ok(Loaded {
         config,
@@ -55,5 +63,6 @@ pub(crate) fn save<F: KernelScalar>(
                 })
             })
             .collect(),
+        groups: None,
     }
 }

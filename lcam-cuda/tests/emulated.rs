@@ -389,3 +389,19 @@ fn bad_input_is_refused_before_any_launch() {
         Err(LcamCudaError::Core(_))
     ));
 }
+
+/// Parameter groups are not in lcam-cuda yet: a trace with groups is refused with
+/// `InvalidGroup` naming the group, never replayed as one group.
+#[test]
+fn a_trace_with_parameter_groups_is_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups");
+    for f in load_fixtures(&dir).expect("fixtures load") {
+        let e = lcam_cuda::replay_host(&f.trace).expect_err("groups");
+        assert!(
+            matches!(&e, lcam_cuda::LcamCudaError::Core(lcam_core::LcamError::InvalidGroup { group, .. })
+                if *group == f.trace.groups[0].name),
+            "{}: {e}",
+            f.name
+        );
+    }
+}

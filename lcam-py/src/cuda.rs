@@ -127,6 +127,7 @@ fn build<F: KernelScalar>(
         config,
         controller,
         buffers,
+        groups: None,
     };
     lcam_cuda::nvrtc::require_driver().map_err(cuda_err)?;
     let ctx = CudaContext::new(ordinal).map_err(|e| cuda_err(e.into()))?;

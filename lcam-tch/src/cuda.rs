@@ -104,6 +104,14 @@ impl CudaStep {
     /// CUDA device ([`Error::Tensor`] names the first that is not — checked before the driver
     /// is touched); a missing driver or NVRTC is [`Error::Cuda`].
     pub fn new(opt: &Lcam) -> Result<Self> {
+        if !opt.groups().is_single() {
+            return Err(lcam_core::LcamError::InvalidGroup {
+                group: opt.groups().names()[0].clone(),
+                message: "the CUDA step does not take parameter groups yet: use the native step"
+                    .into(),
+            }
+            .into());
+        }
         let mut names = Vec::new();
         let mut params = Vec::new();
         let mut shapes = Vec::new();

@@ -67,11 +67,11 @@ mod state;
 #[cfg(feature = "cuda")]
 pub use cuda::CudaStep;
 pub use error::{Error, Result};
-pub use optimizer::{Lcam, Loss};
+pub use optimizer::{Group, Lcam, Loss};
 pub use replay::replay;
-pub use state::{CoreScalar, STATE_FORMAT};
+pub use state::{CoreScalar, STATE_FORMAT, STATE_FORMAT_V1};
 
-pub use lcam_core::{EpochStats, LcamConfig, Phase, StepReport};
+pub use lcam_core::{EpochStats, Groups, LcamConfig, Phase, StepReport};
 
 /// Re-export of the tch version this crate's API uses.
 pub use tch;

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use lcam_core::{
-    EpochStats, LcamConfig, Phase, PhasedMomentum, StepParams, StepReport, sgd_update,
+    Driver, EpochStats, Groups, LcamConfig, LcamError, ParamGroup, Phase, PhasedMomentum,
+    StepKernel, StepParams, StepReport, sgd_update,
 };
 use tch::{Device, Kind, Tensor, nn};
 
@@ -89,18 +90,208 @@ pub(crate) struct Slot {
 /// `no_grad`) and one momentum buffer per parameter, created on its first step on the
 /// parameter's device with its dtype; a buffer follows its parameter if the parameter is later
 /// moved or cast. Parameters without a gradient are skipped (value and buffer untouched).
+///
+/// The step sequence (loss check, step parameters, update, phase decision) is lcam-core's
+/// [`Driver`]; this type is that driver plus the tch kernel. Parameter groups ([`Group`]) give
+/// parameters their own learning rate, weight decay, dampening or Nesterov — all switching
+/// momentum together.
 pub struct Lcam {
-    pub(crate) config: LcamConfig,
-    pub(crate) controller: PhasedMomentum,
+    pub(crate) driver: Driver,
     pub(crate) slots: Vec<Slot>,
-    pub(crate) epoch_started: bool,
+}
+
+/// How a [`Group`] picks its parameters.
+enum Select {
+    Names(Vec<String>),
+    Indices(Vec<usize>),
+    Matching(Box<dyn Fn(&str) -> bool>),
+}
+
+/// A parameter group for [`Lcam::with_groups`]: parameters picked by name (explicitly, or by a
+/// predicate over the `VarStore` paths), with options that override the configuration's.
+/// Parameters no group picks keep the configuration's options (group `default`).
+///
+/// ```
+/// # use tch::{nn, Device};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let _net = nn::linear(vs.root() / "fc", 4, 2, Default::default());
+/// let opt = lcam_tch::Lcam::new(&vs, lcam_tch::LcamConfig::cifar10())?.with_groups(vec![
+///     lcam_tch::Group::matching("no_decay", |name| name.ends_with(".bias")).with_weight_decay(0.0),
+/// ])?;
+/// assert_eq!(opt.groups().names(), ["no_decay", "default"]);
+/// # Ok(()) }
+/// ```
+pub struct Group {
+    select: Select,
+    options: ParamGroup,
+}
+
+impl std::fmt::Debug for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let select = match &self.select {
+            Select::Names(n) => format!("names {n:?}"),
+            Select::Indices(i) => format!("indices {i:?}"),
+            Select::Matching(_) => "a predicate".into(),
+        };
+        f.debug_struct("Group")
+            .field("select", &select)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Group {
+    /// The parameters named `names` (every name must exist).
+    pub fn names<S: Into<String>>(group: &str, names: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            select: Select::Names(names.into_iter().map(Into::into).collect()),
+            options: ParamGroup::new(group, Vec::new()),
+        }
+    }
+
+    /// The parameters at these positions in the optimizer's order ([`Lcam::names`]).
+    pub fn indices(group: &str, indices: impl IntoIterator<Item = usize>) -> Self {
+        Self {
+            select: Select::Indices(indices.into_iter().collect()),
+            options: ParamGroup::new(group, Vec::new()),
+        }
+    }
+
+    /// The parameters whose name satisfies `pred` (at least one must).
+    pub fn matching(group: &str, pred: impl Fn(&str) -> bool + 'static) -> Self {
+        Self {
+            select: Select::Matching(Box::new(pred)),
+            options: ParamGroup::new(group, Vec::new()),
+        }
+    }
+
+    /// This group's learning rate.
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.options.lr = Some(lr);
+        self
+    }
+
+    /// This group's weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.options.weight_decay = Some(weight_decay);
+        self
+    }
+
+    /// This group's dampening.
+    pub fn with_dampening(mut self, dampening: f64) -> Self {
+        self.options.dampening = Some(dampening);
+        self
+    }
+
+    /// This group's Nesterov switch.
+    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.options.nesterov = Some(nesterov);
+        self
+    }
+
+    /// Takes `g`'s options (not its parameters).
+    pub(crate) fn set_options(&mut self, g: &ParamGroup) {
+        self.options = ParamGroup {
+            params: Vec::new(),
+            ..g.clone()
+        };
+    }
+
+    /// The core group over `names` (the optimizer's parameter names, in order).
+    fn resolve(&self, names: &[&str]) -> Result<ParamGroup> {
+        let params = match &self.select {
+            Select::Names(wanted) => wanted
+                .iter()
+                .map(|w| {
+                    names.iter().position(|n| n == w).ok_or_else(|| {
+                        Error::Core(LcamError::InvalidGroup {
+                            group: self.options.name.clone(),
+                            message: format!("no parameter is named `{w}`"),
+                        })
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+            Select::Indices(i) => i.clone(),
+            Select::Matching(pred) => (0..names.len()).filter(|&i| pred(names[i])).collect(),
+        };
+        Ok(ParamGroup {
+            params,
+            ..self.options.clone()
+        })
+    }
+}
+
+/// The tch kernel of one step: checks, then the per-tensor update with each group's
+/// parameters.
+struct TchKernel<'a> {
+    slots: &'a mut [Slot],
+    grads: &'a [Option<Tensor>],
+    group_of: &'a [usize],
+}
+
+impl StepKernel for TchKernel<'_> {
+    type Error = Error;
+
+    fn apply(&mut self, groups: &[StepParams]) -> Result<()> {
+        if self.grads.len() != self.slots.len() {
+            return Err(LcamError::CountMismatch {
+                what: "gradients".into(),
+                got: self.grads.len(),
+                expected: self.slots.len(),
+            }
+            .into());
+        }
+        // Validate everything (and prepare buffers that must follow a moved or cast
+        // parameter) before touching any tensor.
+        let mut moved: Vec<Option<TchTensor>> = Vec::with_capacity(self.slots.len());
+        for (s, g) in self.slots.iter().zip(self.grads) {
+            let p = &s.param.0;
+            let Some(g) = g else {
+                moved.push(None);
+                continue;
+            };
+            check_like(&s.name, "gradient", g, p)?;
+            if g.is_sparse() {
+                return Err(tensor_err(
+                    &s.name,
+                    "sparse gradients are not supported".into(),
+                ));
+            }
+            moved.push(match &s.buffer {
+                Some(b) if b.0.device() != p.device() || b.0.kind() != p.kind() => {
+                    Some(TchTensor(b.0.f_to_device(p.device())?.f_to_kind(p.kind())?))
+                }
+                _ => None,
+            });
+        }
+        tch::no_grad(|| {
+            for (((s, g), m), &k) in self
+                .slots
+                .iter_mut()
+                .zip(self.grads)
+                .zip(moved)
+                .zip(self.group_of)
+            {
+                if let Some(g) = g {
+                    if m.is_some() {
+                        s.buffer = m;
+                    }
+                    let g = TchTensor(g.detach());
+                    sgd_update(&mut s.param, &g, &mut s.buffer, &groups[k]);
+                }
+            }
+        });
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for Lcam {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Lcam")
-            .field("config", &self.config)
-            .field("controller", &self.controller.state())
+            .field("config", self.driver.config())
+            .field("groups", self.driver.groups())
+            .field("controller", &self.driver.controller().state())
             .field(
                 "params",
                 &self
@@ -188,13 +379,13 @@ impl Lcam {
                 ));
             }
         }
-        Ok(Self::unchecked(params, config.validate()?))
+        Self::unchecked(params, config)
     }
 
-    pub(crate) fn unchecked(params: Vec<(String, Tensor)>, config: LcamConfig) -> Self {
-        Self {
-            controller: PhasedMomentum::new(&config),
-            config,
+    /// `params` without the name checks (a replay's trace names need not be unique).
+    pub(crate) fn unchecked(params: Vec<(String, Tensor)>, config: LcamConfig) -> Result<Self> {
+        Ok(Self {
+            driver: Driver::new(config, params.len())?,
             slots: params
                 .into_iter()
                 .map(|(name, t)| Slot {
@@ -203,55 +394,87 @@ impl Lcam {
                     buffer: None,
                 })
                 .collect(),
-            epoch_started: false,
+        })
+    }
+
+    /// The optimizer with parameter groups (call it before the first step): each [`Group`]'s
+    /// parameters take its options, the rest the configuration's (group `default`). Errors
+    /// ([`LcamError::InvalidGroup`], naming the group and the parameter): a name no parameter
+    /// has, a group that picks nothing, a parameter in two groups, an option out of range; a
+    /// call after a step.
+    pub fn with_groups(mut self, groups: Vec<Group>) -> Result<Self> {
+        if self.driver.epoch_stats().steps > 0
+            || self.driver.controller().phase().is_some()
+            || self.slots.iter().any(|s| s.buffer.is_some())
+        {
+            return Err(LcamError::InvalidGroup {
+                group: groups
+                    .first()
+                    .map_or_else(String::new, |g| g.options.name.clone()),
+                message: "groups are set before the first step".into(),
+            }
+            .into());
         }
+        let names: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
+        let resolved = groups
+            .iter()
+            .map(|g| g.resolve(&names))
+            .collect::<Result<Vec<_>>>()?;
+        self.driver = Driver::with_groups(*self.driver.config(), names.len(), &resolved)?;
+        Ok(self)
     }
 
     /// The configuration (its `lr` is the current learning rate).
     pub fn config(&self) -> &LcamConfig {
-        &self.config
+        self.driver.config()
+    }
+
+    /// The parameter groups (one, `default`, unless [`Lcam::with_groups`] set others).
+    pub fn groups(&self) -> &Groups {
+        self.driver.groups()
     }
 
     /// The phase controller (lcam-core's, the only implementation of the rule).
     pub fn controller(&self) -> &PhasedMomentum {
-        &self.controller
+        self.driver.controller()
     }
 
     /// The momentum the next step will use.
     pub fn momentum(&self) -> f64 {
-        self.controller.momentum()
+        self.driver.momentum()
     }
 
     /// The last phase decision (`None` before any loss was observed).
     pub fn phase(&self) -> Option<Phase> {
-        self.controller.phase()
+        self.driver.phase()
     }
 
     /// Diagnostics of the current epoch: steps, steps below the mean, running mean loss.
     pub fn epoch_stats(&self) -> EpochStats {
-        self.controller.epoch_stats()
+        self.driver.epoch_stats()
     }
 
-    /// Current learning rate.
+    /// Current learning rate (of the first group).
     pub fn lr(&self) -> f64 {
-        self.config.lr
+        self.driver.lr()
     }
 
-    /// Sets the learning rate of the following steps (a schedule's job). An invalid rate (NaN,
-    /// negative, infinite) is an error and changes nothing.
+    /// Sets the learning rate of every group for the following steps (a schedule's job). An
+    /// invalid rate (NaN, negative, infinite) is an error and changes nothing.
     pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        self.config = self.config.with_lr(lr)?;
-        Ok(())
+        Ok(self.driver.set_lr(lr)?)
+    }
+
+    /// Sets the learning rate of group `group` (an index into [`Groups::names`]).
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        Ok(self.driver.set_group_lr(group, lr)?)
     }
 
     /// Starts a new epoch: the running mean of the losses is reset, the last decision carries
-    /// over. The first call (before any step) is a no-op, so a loop may call it at the top of
-    /// every epoch.
+    /// over. A no-op while the current epoch has observed no loss, so a loop may call it at the
+    /// top of every epoch (lcam-core's [`Driver::start_epoch`]).
     pub fn start_epoch(&mut self) {
-        if self.epoch_started || self.controller.epoch_stats().steps > 0 {
-            self.controller.start_epoch();
-        }
-        self.epoch_started = true;
+        self.driver.start_epoch();
     }
 
     /// The parameters' names, in the optimizer's order.
@@ -285,7 +508,7 @@ impl Lcam {
     /// `zero_grad`, `loss.backward()`, then [`Lcam::step`] with that loss (as tch's
     /// `Optimizer::backward_step`).
     pub fn backward_step(&mut self, loss: &Tensor) -> Result<StepReport> {
-        self.controller.check_loss(Loss::Tensor(loss).value()?)?;
+        self.driver.check_loss(Loss::Tensor(loss).value()?)?;
         self.zero_grad();
         loss.f_backward()?;
         self.step(loss)
@@ -319,62 +542,16 @@ impl Lcam {
         loss: impl Into<Loss<'a>>,
     ) -> Result<StepReport> {
         let loss = loss.into().value()?;
-        self.controller.check_loss(loss)?;
-        if grads.len() != self.slots.len() {
-            return Err(lcam_core::LcamError::CountMismatch {
-                what: "gradients".into(),
-                got: grads.len(),
-                expected: self.slots.len(),
-            }
-            .into());
-        }
-        // Validate everything (and prepare buffers that must follow a moved or cast
-        // parameter) before touching any tensor.
-        let mut moved: Vec<Option<TchTensor>> = Vec::with_capacity(self.slots.len());
-        for (s, g) in self.slots.iter().zip(grads) {
-            let p = &s.param.0;
-            let Some(g) = g else {
-                moved.push(None);
-                continue;
-            };
-            check_like(&s.name, "gradient", g, p)?;
-            if g.is_sparse() {
-                return Err(tensor_err(
-                    &s.name,
-                    "sparse gradients are not supported".into(),
-                ));
-            }
-            moved.push(match &s.buffer {
-                Some(b) if b.0.device() != p.device() || b.0.kind() != p.kind() => {
-                    Some(TchTensor(b.0.f_to_device(p.device())?.f_to_kind(p.kind())?))
-                }
-                _ => None,
-            });
-        }
-        let h = StepParams {
-            lr: self.config.lr,
-            weight_decay: self.config.weight_decay,
-            momentum: self.controller.momentum(),
-            dampening: self.config.dampening,
-            nesterov: self.config.nesterov,
-        };
-        tch::no_grad(|| {
-            for ((s, g), m) in self.slots.iter_mut().zip(grads).zip(moved) {
-                if let Some(g) = g {
-                    if m.is_some() {
-                        s.buffer = m;
-                    }
-                    let g = TchTensor(g.detach());
-                    sgd_update(&mut s.param, &g, &mut s.buffer, &h);
-                }
-            }
-        });
-        let phase = self.controller.observe(loss)?;
-        Ok(StepReport {
-            momentum: h.momentum,
-            lr: h.lr,
-            phase,
-        })
+        let Self { driver, slots } = self;
+        let group_of = driver.groups().of_param().to_vec();
+        driver.step(
+            loss,
+            &mut TchKernel {
+                slots,
+                grads,
+                group_of: &group_of,
+            },
+        )
     }
 }
 

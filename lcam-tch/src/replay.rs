@@ -1,11 +1,10 @@
 //! [`replay`]: a trace (`lcam-trace/1`) replayed with the tch optimizer.
 
-use lcam_core::trace::TRAJECTORY_FORMAT;
-use lcam_core::{DType, NamedTensor, Trace, Trajectory};
+use lcam_core::{DType, Phase, ReplayTarget, Trace, Trajectory};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::optimizer::Lcam;
+use crate::optimizer::{Group, Lcam};
 
 fn to_tensor(shape: &[usize], data: &[f64], kind: Kind, device: Device) -> Result<Tensor> {
     let shape = shape
@@ -18,23 +17,6 @@ fn to_tensor(shape: &[usize], data: &[f64], kind: Kind, device: Device) -> Resul
         .f_reshape(shape)?
         .f_to_kind(kind)?
         .f_to_device(device)?)
-}
-
-fn to_named(name: &str, t: &Tensor) -> Result<NamedTensor> {
-    let flat = t
-        .f_detach()?
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Double)?
-        .f_reshape([-1])?;
-    Ok(NamedTensor {
-        name: name.to_string(),
-        shape: t
-            .size()
-            .iter()
-            .map(|&d| usize::try_from(d).unwrap_or(0))
-            .collect(),
-        data: Vec::<f64>::try_from(&flat)?,
-    })
 }
 
 /// Replays `trace` with [`Lcam`] on `device` (`f32` traces as `Kind::Float`, `f64` as
@@ -51,53 +33,97 @@ fn to_named(name: &str, t: &Tensor) -> Result<NamedTensor> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn replay(trace: &Trace, device: Device) -> Result<Trajectory, Error> {
-    trace.validate()?;
-    let kind = match trace.dtype {
-        DType::F32 => Kind::Float,
-        DType::F64 => Kind::Double,
-    };
-    let params = trace
-        .params
-        .iter()
-        .map(|p| Ok((p.name.clone(), to_tensor(&p.shape, &p.data, kind, device)?)))
-        .collect::<Result<Vec<_>>>()?;
-    // Trace names need not be unique: build without the name check (names only matter to
-    // state files, which a replay does not write).
-    let mut opt = Lcam::unchecked(
-        params
+    trace.replay_with(|trace| Target::new(trace, device))
+}
+
+/// [`Lcam`] over tch tensors as a replay target of lcam-core's [`Trace::replay_with`].
+struct Target {
+    opt: Lcam,
+    params: Vec<Tensor>,
+    shapes: Vec<Vec<usize>>,
+    kind: Kind,
+    device: Device,
+}
+
+impl Target {
+    fn new(trace: &Trace, device: Device) -> Result<Self> {
+        let kind = match trace.dtype {
+            DType::F32 => Kind::Float,
+            DType::F64 => Kind::Double,
+        };
+        let params = trace
+            .params
             .iter()
-            .map(|(n, t)| (n.clone(), t.shallow_clone()))
-            .collect(),
-        trace.config.validate()?,
-    );
-    let mut momenta = Vec::with_capacity(trace.steps.len());
-    let mut phases = Vec::with_capacity(trace.steps.len());
-    for step in trace.resolved_steps() {
-        if step.starts_epoch {
-            opt.start_epoch();
-        }
-        opt.set_lr(step.lr)?;
-        let grads = step
-            .grads
+            .map(|p| to_tensor(&p.shape, &p.data, kind, device))
+            .collect::<Result<Vec<_>>>()?;
+        // Trace names need not be unique: build without the name check (names only matter to
+        // state files, which a replay does not write).
+        let opt = Lcam::unchecked(
+            trace
+                .params
+                .iter()
+                .zip(&params)
+                .map(|(p, t)| (p.name.clone(), t.shallow_clone()))
+                .collect(),
+            trace.config,
+        )?;
+        let opt = if trace.groups.is_empty() {
+            opt
+        } else {
+            let groups = trace
+                .groups
+                .iter()
+                .map(|g| {
+                    let mut group = Group::indices(&g.name, g.params.iter().copied());
+                    group.set_options(g);
+                    group
+                })
+                .collect();
+            opt.with_groups(groups)?
+        };
+        Ok(Self {
+            opt,
+            params,
+            shapes: trace.params.iter().map(|p| p.shape.clone()).collect(),
+            kind,
+            device,
+        })
+    }
+}
+
+impl ReplayTarget for Target {
+    type Error = Error;
+    fn start_epoch(&mut self) -> Result<()> {
+        self.opt.start_epoch();
+        Ok(())
+    }
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        self.opt.set_lr(lr)
+    }
+    fn step(&mut self, _: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
+        let grads = grads
             .iter()
-            .zip(&trace.params)
-            .map(|(g, p)| {
+            .zip(&self.shapes)
+            .map(|(g, shape)| {
                 g.as_ref()
-                    .map(|g| to_tensor(&p.shape, g, kind, device))
+                    .map(|g| to_tensor(shape, g, self.kind, self.device))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        let report = opt.step_with_grads(&grads, step.loss)?;
-        momenta.push(report.momentum);
-        phases.push(report.phase);
+        let r = self.opt.step_with_grads(&grads, loss)?;
+        Ok((r.momentum, r.phase))
     }
-    Ok(Trajectory {
-        format: TRAJECTORY_FORMAT.to_string(),
-        params: params
+    fn params(&mut self) -> Result<Vec<Vec<f64>>> {
+        self.params
             .iter()
-            .map(|(n, t)| to_named(n, t))
-            .collect::<Result<Vec<_>>>()?,
-        momenta,
-        phases,
-    })
+            .map(|t| {
+                let flat = t
+                    .f_detach()?
+                    .f_to_device(Device::Cpu)?
+                    .f_to_kind(Kind::Double)?
+                    .f_reshape([-1])?;
+                Ok(Vec::<f64>::try_from(&flat)?)
+            })
+            .collect()
+    }
 }

@@ -1,14 +1,19 @@
-//! Save and load the whole optimizer state (`lcam-tch-state/1`) to one safetensors file.
+//! Save and load the whole optimizer state (`lcam-tch-state/2`) to one safetensors file.
 //!
 //! The file holds one tensor per momentum buffer, named `momentum_buffer.<parameter name>`
 //! (raw bytes of the parameter's dtype: bit-exact), and a `u8` tensor `__lcam_state__` holding
 //! the JSON metadata: format tag, configuration (with the current learning rate), controller
-//! state, and per parameter its name, shape, dtype, whether it has a buffer and the buffer's
-//! FNV-1a checksum. Any standard safetensors reader can open it.
+//! state, parameter groups (absent for one group), and per parameter its name, shape, dtype,
+//! whether it has a buffer and the buffer's FNV-1a checksum. Any standard safetensors reader
+//! can open it.
+//!
+//! `lcam-tch-state/1` files (the same, plus an `epoch_started` flag the optimizer no longer
+//! keeps, and no groups) still load: the flag is ignored (lcam-core's start-epoch rule needs
+//! none).
 
 use std::path::{Path, PathBuf};
 
-use lcam_core::{ControllerState, LcamConfig, LcamError, LcamState, PhasedMomentum, TensorData};
+use lcam_core::{ControllerState, Driver, Groups, LcamConfig, LcamError, LcamState, TensorData};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -16,8 +21,10 @@ use crate::error::{Error, Result};
 use crate::kernel::TchTensor;
 use crate::optimizer::{Lcam, kind_name};
 
-/// Format tag of a state file.
-pub const STATE_FORMAT: &str = "lcam-tch-state/1";
+/// Format tag of the state files this version writes.
+pub const STATE_FORMAT: &str = "lcam-tch-state/2";
+/// Format tag of the previous version's state files, which still load.
+pub const STATE_FORMAT_V1: &str = "lcam-tch-state/1";
 const META: &str = "__lcam_state__";
 const BUFFER_PREFIX: &str = "momentum_buffer.";
 
@@ -27,6 +34,19 @@ struct Meta {
     format: String,
     config: LcamConfig,
     controller: ControllerState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<Groups>,
+    params: Vec<ParamMeta>,
+}
+
+/// `lcam-tch-state/1`'s metadata.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetaV1 {
+    format: String,
+    config: LcamConfig,
+    controller: ControllerState,
+    #[allow(dead_code)]
     epoch_started: bool,
     params: Vec<ParamMeta>,
 }
@@ -84,11 +104,12 @@ impl Lcam {
                 buffer_checksum: checksum,
             });
         }
+        let groups = self.driver.groups();
         let meta = Meta {
             format: STATE_FORMAT.to_string(),
-            config: self.config,
-            controller: self.controller.state(),
-            epoch_started: self.epoch_started,
+            config: *self.driver.config(),
+            controller: self.driver.controller().state(),
+            groups: (!groups.is_single()).then(|| groups.clone()),
             params,
         };
         let json = serde_json::to_vec(&meta).map_err(|e| Error::State {
@@ -159,14 +180,34 @@ impl Lcam {
                 ),
             ));
         }
-        let meta: Meta = serde_json::from_slice(&bytes_of(&meta_t)?)
-            .map_err(|e| bad(META, format!("cannot parse the metadata: {e}")))?;
-        if meta.format != STATE_FORMAT {
-            return Err(bad(
-                "format",
-                format!("`{}`, expected `{STATE_FORMAT}`", meta.format),
-            ));
-        }
+        let meta_bytes = bytes_of(&meta_t)?;
+        let parse_err = |e: serde_json::Error| bad(META, format!("cannot parse the metadata: {e}"));
+        let format = serde_json::from_slice::<serde_json::Value>(&meta_bytes)
+            .map_err(parse_err)?
+            .get("format")
+            .and_then(|f| f.as_str().map(str::to_string));
+        let meta: Meta = match format.as_deref() {
+            Some(STATE_FORMAT_V1) => {
+                let v1: MetaV1 = serde_json::from_slice(&meta_bytes).map_err(parse_err)?;
+                Meta {
+                    format: v1.format,
+                    config: v1.config,
+                    controller: v1.controller,
+                    groups: None,
+                    params: v1.params,
+                }
+            }
+            Some(STATE_FORMAT) => serde_json::from_slice(&meta_bytes).map_err(parse_err)?,
+            other => {
+                return Err(bad(
+                    "format",
+                    format!(
+                        "{}, expected `{STATE_FORMAT}` (or `{STATE_FORMAT_V1}`)",
+                        other.map_or("missing".to_string(), |f| format!("`{f}`"))
+                    ),
+                ));
+            }
+        };
         let config = meta.config.validate().map_err(|e| match e {
             LcamError::InvalidConfig {
                 field,
@@ -175,8 +216,8 @@ impl Lcam {
             } => bad(&format!("config.{field}"), format!("{value}, {expected}")),
             other => Error::Core(other),
         })?;
-        let controller =
-            PhasedMomentum::from_state(&config, meta.controller).map_err(|e| match e {
+        let driver = Driver::from_parts(config, meta.groups, self.slots.len(), meta.controller)
+            .map_err(|e| match e {
                 LcamError::InvalidState { location, message } => bad(&location, message),
                 other => Error::Core(other),
             })?;
@@ -262,9 +303,7 @@ impl Lcam {
             ));
         }
 
-        self.config = config;
-        self.controller = controller;
-        self.epoch_started = meta.epoch_started;
+        self.driver = driver;
         for (s, b) in self.slots.iter_mut().zip(buffers) {
             s.buffer = b;
         }
@@ -323,9 +362,10 @@ impl Lcam {
         Ok(LcamState {
             format: LcamState::<F>::FORMAT.to_string(),
             dtype: F::DTYPE.to_string(),
-            config: self.config,
-            controller: self.controller.state(),
+            config: *self.driver.config(),
+            controller: self.driver.controller().state(),
             buffers,
+            groups: (!self.driver.groups().is_single()).then(|| self.driver.groups().clone()),
         })
     }
 
@@ -354,10 +394,12 @@ impl Lcam {
                 }
             });
         }
-        self.config = *core.config();
-        self.controller = core.controller().clone();
-        // lcam-core's rule: `start_epoch` is a no-op while the epoch observed nothing.
-        self.epoch_started = false;
+        self.driver = Driver::from_parts(
+            *core.config(),
+            Some(core.groups().clone()),
+            self.slots.len(),
+            core.controller().state(),
+        )?;
         for (s, b) in self.slots.iter_mut().zip(buffers) {
             s.buffer = b;
         }

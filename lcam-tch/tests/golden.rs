@@ -10,11 +10,20 @@ use tch::Device;
 /// `bit_exact`: every parameter element equal to PyTorch's bit for bit (the README's claim for
 /// the CPU; libtorch's CUDA kernels may round differently, so CUDA is held to the tolerance).
 fn check_all(device: Device, bit_exact_required: bool) {
-    let fixtures =
-        load_fixtures(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden"))
-            .expect("fixtures load");
+    check_set("golden", 6, device, bit_exact_required);
+    // PyTorch with parameter groups (per-group lr, weight decay, dampening, Nesterov).
+    check_set("golden-groups", 2, device, bit_exact_required);
+}
+
+fn check_set(set: &str, at_least: usize, device: Device, bit_exact_required: bool) {
+    let fixtures = load_fixtures(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(set),
+    )
+    .expect("fixtures load");
     assert!(
-        fixtures.len() >= 6,
+        fixtures.len() >= at_least,
         "found {} golden scenarios",
         fixtures.len()
     );

@@ -41,7 +41,7 @@ enum Cmd {
         #[arg(long)]
         no_tch: bool,
     },
-    /// Regenerate fixtures/golden with PyTorch (torch==2.13.0 in the cache venv).
+    /// Regenerate fixtures/golden(-groups) and fixtures/wrn with PyTorch (torch==2.13.0 in the cache venv).
     Golden,
     /// Every golden fixture and randomized traces through every adapter: a table of errors.
     Equivalence,
@@ -370,9 +370,12 @@ fn golden(root: &Path) -> Result<()> {
     let env = torch::ensure()?;
     sh(
         root,
-        Command::new(&env.python)
-            .arg("scripts/golden.py")
-            .args(["--out", "fixtures/golden"]),
+        Command::new(&env.python).arg("scripts/golden.py").args([
+            "--out",
+            "fixtures/golden",
+            "--out-groups",
+            "fixtures/golden-groups",
+        ]),
     )?;
     // The demo's WRN: initialisation and one forward/backward batch (lcam-cli's model tests).
     sh(
