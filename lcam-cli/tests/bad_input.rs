@@ -225,6 +225,46 @@ fn a_diverging_run_stops_at_the_first_non_finite_loss_with_one_error() {
     assert!(!out.path().join("LATEST").exists());
 }
 
+/// `--no-decay` builds a parameter group: only lcam-tch's native step has them; an unknown
+/// class is a usage error.
+#[test]
+fn no_decay_outside_the_tch_native_step_is_one_error() {
+    let d = data();
+    let out = tempfile::tempdir().expect("out");
+    let base = |backend: &'static str, extra: &[&'static str]| {
+        let mut a = vec![
+            "train",
+            "--backend",
+            backend,
+            "--data-dir",
+            p(d.path()),
+            "--out",
+            p(out.path()),
+        ];
+        a.extend_from_slice(extra);
+        lcam(&a)
+    };
+    let o = base("burn", &["--no-decay", "bn"]);
+    assert_one_error(&o, 1, "--no-decay needs --backend tch", "burn");
+    let o = base(
+        "tch",
+        &["--no-decay", "bn", "--step", "cuda", "--device", "cuda"],
+    );
+    assert_one_error(&o, 1, "--no-decay needs --step native", "cuda step");
+    let o = base("tch", &["--no-decay", "bn,weights"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("weights"));
+    assert!(
+        std::fs::read_dir(out.path()).expect("ls").next().is_none(),
+        "nothing written"
+    );
+}
+
 /// A bug that panics anyway reaches the user through `main`'s panic hook: one line, exit 101,
 /// no backtrace (the panic is injected at the first training step by the test hook).
 #[cfg(any(feature = "tch", feature = "burn"))]
@@ -341,6 +381,10 @@ fn the_bad_input_catalogue_names_only_existing_tests() {
         ("core/spec", "lcam-core/tests/spec.rs"),
         ("core/props", "lcam-core/tests/properties.rs"),
         ("core/golden", "lcam-core/tests/golden.rs"),
+        ("core/groups", "lcam-core/tests/groups.rs"),
+        ("tch/groups", "lcam-tch/tests/groups.rs"),
+        ("tch/state_v1", "lcam-tch/tests/state_v1.rs"),
+        ("burn/golden", "lcam-burn/tests/golden.rs"),
         ("tch/opt", "lcam-tch/tests/optimizer.rs"),
         ("tch/cuda", "lcam-tch/tests/cuda_step.rs"),
         ("burn/record", "lcam-burn/tests/record.rs"),

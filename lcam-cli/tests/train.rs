@@ -318,6 +318,80 @@ mod tch {
         dropout_resume("tch", "model.safetensors");
     }
 
+    /// `--no-decay bn,bias`: one parameter group without weight decay holding the WRN's 14
+    /// batch-norm tensors and the classifier's bias (15 of WRN-10-1's 31), recorded in
+    /// `config.json` and in the optimizer state; it changes the run; resuming without it is
+    /// refused.
+    #[test]
+    fn no_decay_puts_bn_and_biases_in_a_group_without_weight_decay() {
+        let d = data(CifarKind::Cifar10, 20);
+        let out = tempfile::tempdir().expect("out");
+        let plain = tempfile::tempdir().expect("out");
+        let o = train(
+            "tch",
+            d.path(),
+            out.path(),
+            &["--epochs", "1", "--force", "--no-decay", "bn,bias"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let o = train("tch", d.path(), plain.path(), &["--epochs", "1", "--force"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("config.json")).expect("config"),
+        )
+        .expect("json");
+        assert_eq!(cfg["no_decay"], serde_json::json!(["bn", "bias"]));
+        let plain_cfg = std::fs::read_to_string(plain.path().join("config.json")).expect("cfg");
+        assert!(!plain_cfg.contains("no_decay"), "{plain_cfg}");
+
+        let latest = std::fs::read_to_string(out.path().join("LATEST")).expect("LATEST");
+        let state = out.path().join(latest.trim()).join("optimizer.lcam");
+        let tensors = ::tch::Tensor::read_safetensors(&state).expect("safetensors");
+        let (_, meta) = tensors
+            .iter()
+            .find(|(n, _)| n == "__lcam_state__")
+            .expect("metadata");
+        let bytes = Vec::<u8>::try_from(meta).expect("bytes");
+        let meta: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(
+            meta["groups"]["names"],
+            serde_json::json!(["no_decay", "default"])
+        );
+        assert_eq!(meta["groups"]["options"][0]["weight_decay"], 0.0);
+        assert_eq!(meta["groups"]["options"][1]["weight_decay"], 5e-4);
+        let names: Vec<&str> = meta["params"]
+            .as_array()
+            .expect("params")
+            .iter()
+            .map(|p| p["name"].as_str().expect("name"))
+            .collect();
+        let of_param = meta["groups"]["of_param"].as_array().expect("of_param");
+        let exempt: Vec<&str> = names
+            .iter()
+            .zip(of_param)
+            .filter(|(_, g)| g.as_u64() == Some(0))
+            .map(|(n, _)| *n)
+            .collect();
+        assert_eq!(exempt.len(), 15, "{exempt:?}");
+        assert!(
+            exempt.iter().all(|n| n.ends_with(".bias")
+                || n.rsplit('.').nth(1).is_some_and(|m| m.starts_with("bn"))),
+            "{exempt:?}"
+        );
+        assert!(exempt.contains(&"fc.bias"));
+        assert_ne!(
+            checkpoint_file(out.path(), "model.safetensors"),
+            checkpoint_file(plain.path(), "model.safetensors"),
+            "--no-decay changed nothing"
+        );
+        let o = train("tch", d.path(), out.path(), &["--epochs", "2", "--resume"]);
+        assert!(
+            !o.status.success() && stderr(&o).contains("different configuration"),
+            "{}",
+            stderr(&o)
+        );
+    }
+
     /// A run directory written before `--step` existed (no `step` in `config.json`) resumes:
     /// the step defaults to `native` and may differ on resume anyway.
     #[test]

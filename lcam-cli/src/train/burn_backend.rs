@@ -488,6 +488,7 @@ mod tests {
             batch_size: 4,
             optimizer: OptimizerKind::Lcam,
             lcam: LcamConfig::new(0.1, 5e-4, 0.9, 0.95).expect("lcam"),
+            no_decay: Vec::new(),
             schedule: Schedule::Constant,
             normalize: Normalize::IMAGENET,
             train_images: 4,

@@ -58,6 +58,30 @@ pub enum OptimizerKind {
     Sgd,
 }
 
+/// Parameters exempt from weight decay (`--no-decay`): one parameter group with weight decay 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NoDecay {
+    /// Batch-norm weights and biases.
+    Bn,
+    /// Every bias (batch norm's and the classifier's).
+    Bias,
+}
+
+impl NoDecay {
+    /// Whether the parameter `name` (a WRN tensor name such as `group0.block0.bn1.weight`) is
+    /// in this class.
+    pub fn matches(self, name: &str) -> bool {
+        let mut parts = name.rsplit('.');
+        let leaf = parts.next().unwrap_or_default();
+        let module = parts.next().unwrap_or_default();
+        match self {
+            NoDecay::Bn => module.starts_with("bn"),
+            NoDecay::Bias => leaf == "bias",
+        }
+    }
+}
+
 /// Who performs the optimizer step of a tch run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -118,6 +142,11 @@ pub struct TrainArgs {
     /// Coupled L2 weight decay.
     #[arg(long, default_value_t = 5e-4)]
     pub weight_decay: f64,
+    /// Exempt these parameters from weight decay (a parameter group with weight decay 0, the
+    /// same momentum phase): `bn` (batch-norm weights and biases), `bias` (every bias).
+    /// tch backend, native step.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub no_decay: Vec<NoDecay>,
     /// Optimizer.
     #[arg(long, value_enum, default_value_t = OptimizerKind::Lcam)]
     pub optimizer: OptimizerKind,
@@ -184,6 +213,9 @@ pub struct RunConfig {
     pub optimizer: OptimizerKind,
     /// The optimizer's full configuration (base lr).
     pub lcam: LcamConfig,
+    /// Parameters exempt from weight decay (absent: none, as in runs made before the option).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub no_decay: Vec<NoDecay>,
     /// lr schedule.
     pub schedule: Schedule,
     /// Normalisation.
@@ -345,6 +377,14 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
             );
         }
     }
+    if !args.no_decay.is_empty() {
+        if args.backend != BackendKind::Tch {
+            bail!("--no-decay needs --backend tch: parameter groups are not in lcam-burn yet");
+        }
+        if args.step == StepKind::Cuda {
+            bail!("--no-decay needs --step native: parameter groups are not in lcam-cuda yet");
+        }
+    }
     if !(0.0..1.0).contains(&args.dropout) {
         bail!("--dropout {} must be in [0, 1)", args.dropout);
     }
@@ -394,6 +434,12 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
             batch_size: args.batch_size,
             optimizer: args.optimizer,
             lcam,
+            no_decay: {
+                let mut v = args.no_decay.clone();
+                v.sort_unstable();
+                v.dedup();
+                v
+            },
             schedule,
             normalize,
             train_images: train.len(),

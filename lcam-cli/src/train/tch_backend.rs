@@ -195,7 +195,18 @@ impl TchTrainer {
         tch::manual_seed(cfg.seed as i64);
         let vs = nn::VarStore::new(dev);
         let net = Wrn::new(&vs.root(), cfg.model, cfg.dataset.classes(), cfg.dropout);
-        let opt = lcam_tch::Lcam::new(&vs, cfg.lcam)?;
+        let mut opt = lcam_tch::Lcam::new(&vs, cfg.lcam)?;
+        if !cfg.no_decay.is_empty() {
+            let classes = cfg.no_decay.clone();
+            opt = opt
+                .with_groups(vec![
+                    lcam_tch::Group::matching("no_decay", move |name| {
+                        classes.iter().any(|c| c.matches(name))
+                    })
+                    .with_weight_decay(0.0),
+                ])
+                .context("--no-decay")?;
+        }
         #[cfg(feature = "cuda")]
         let fused = match cfg.step {
             StepKind::Native => None,
