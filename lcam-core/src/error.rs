@@ -29,12 +29,6 @@ pub enum LcamError {
         /// 1-based index the batch would have had within the epoch.
         step: u64,
     },
-    /// A learning rate set for a step is invalid.
-    #[error("invalid learning rate {lr}: expected a finite value >= 0")]
-    InvalidLr {
-        /// The offending learning rate.
-        lr: f64,
-    },
     /// Two tensors that must have the same shape do not.
     #[error("shape mismatch for {what} of tensor `{tensor}`: got {got:?}, expected {expected:?}")]
     ShapeMismatch {

@@ -325,13 +325,10 @@ pub(crate) fn check_len(
 }
 
 /// `PhasedMomentum::check_loss` semantics are applied on the device; this validates a learning
-/// rate on the host.
+/// rate on the host, with lcam-core's rule and error (`InvalidConfig`, field `lr`).
 pub(crate) fn check_lr(lr: f64) -> Result<()> {
-    if lr.is_finite() && lr >= 0.0 {
-        Ok(())
-    } else {
-        Err(LcamCudaError::Core(lcam_core::LcamError::InvalidLr { lr }))
-    }
+    lcam_core::LcamConfig::fixed_momentum(0.0).with_lr(lr)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use lcam_burn::LcamOptimizer;
 use lcam_core::EpochStats;
 
 use super::model::ModelSpec;
-use super::run::{RunConfig, Trainer};
+use super::run::{EpochTotals, RunConfig, Trainer};
 use crate::data::loader::Batch;
 
 /// The model record's file name inside a checkpoint directory (burnpack).
@@ -313,6 +313,8 @@ pub struct BurnTrainer {
     eval_model: Option<Wrn>,
     opt: LcamOptimizer,
     dropout: f64,
+    /// The epoch's correct predictions.
+    correct: usize,
 }
 
 impl std::fmt::Debug for BurnTrainer {
@@ -347,6 +349,7 @@ impl BurnTrainer {
             eval_model: None,
             opt,
             dropout: cfg.dropout,
+            correct: 0,
         })
     }
 
@@ -373,15 +376,9 @@ impl BurnTrainer {
     }
 }
 
-impl Trainer for BurnTrainer {
-    fn seed_step(&mut self, seed: u64) {
-        if self.dropout > 0.0 {
-            // The device's generator is what dropout draws from.
-            self.device.seed(seed);
-        }
-    }
-
-    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
+impl BurnTrainer {
+    /// One training step; the batch's mean loss and correct count (what the tests look at).
+    pub fn step_values(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
         let (x, y) = Self::inputs(batch, &self.device);
         self.eval_model = None;
         let model = self
@@ -403,7 +400,8 @@ impl Trainer for BurnTrainer {
         Ok((value, c))
     }
 
-    fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)> {
+    /// Summed loss and correct count of a test batch.
+    pub fn evaluate_batch(&mut self, batch: &Batch) -> Result<(f64, usize)> {
         if self.eval_model.is_none() {
             self.eval_model = Some(self.model()?.valid());
         }
@@ -417,13 +415,42 @@ impl Trainer for BurnTrainer {
         Ok((loss, correct(logits, y)?))
     }
 
-    fn start_epoch(&mut self) -> Result<()> {
-        self.opt.start_epoch();
+    /// The controller's diagnostics of the current epoch.
+    pub fn epoch_stats(&self) -> EpochStats {
+        self.opt.epoch_stats()
+    }
+}
+
+impl Trainer for BurnTrainer {
+    fn seed_step(&mut self, seed: u64) {
+        if self.dropout > 0.0 {
+            // The device's generator is what dropout draws from.
+            self.device.seed(seed);
+        }
+    }
+
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<()> {
+        // flex computes on the host: its counts are host values, there is no device to wait for.
+        let (_, c) = self.step_values(batch, lr)?;
+        self.correct += c;
         Ok(())
     }
 
-    fn epoch_stats(&self) -> Result<EpochStats> {
-        Ok(self.opt.epoch_stats())
+    fn epoch_totals(&mut self) -> Result<EpochTotals> {
+        Ok(EpochTotals {
+            correct: self.correct,
+            stats: self.opt.epoch_stats(),
+        })
+    }
+
+    fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)> {
+        self.evaluate_batch(batch)
+    }
+
+    fn start_epoch(&mut self) -> Result<()> {
+        self.correct = 0;
+        self.opt.start_epoch();
+        Ok(())
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
@@ -611,11 +638,11 @@ mod tests {
         assert!(m.blocks.iter().all(|b| b.dropout.is_some()));
         assert_eq!(t.param_count(), 77_850);
         let b = batch(4, 0);
-        let (l, _) = t.train_step(&b, 0.1).expect("step");
+        let (l, _) = t.step_values(&b, 0.1).expect("step");
         assert!(l.is_finite());
         // With lr 0 the weights stay: two training losses differ by the dropout masks only.
-        let (a, _) = t.train_step(&b, 0.0).expect("step");
-        let (c, _) = t.train_step(&b, 0.0).expect("step");
+        let (a, _) = t.step_values(&b, 0.0).expect("step");
+        let (c, _) = t.step_values(&b, 0.0).expect("step");
         assert_ne!(a, c);
         assert_eq!(t.evaluate(&b).expect("eval"), t.evaluate(&b).expect("eval"));
     }
@@ -713,9 +740,9 @@ mod tests {
         let before = values(&t);
         t.start_epoch().expect("epoch");
         let b0 = batch(4, 0);
-        let (l0, c0) = t.train_step(&b0, 0.1).expect("step");
+        let (l0, c0) = t.step_values(&b0, 0.1).expect("step");
         assert!(l0.is_finite() && l0 > 0.0 && c0 <= 4);
-        assert_eq!(t.epoch_stats().expect("stats").steps, 1);
+        assert_eq!(t.epoch_stats().steps, 1);
         assert!(values(&t) != before, "the step changed nothing");
         // Evaluation is deterministic, sums over the batch, and leaves the model alone.
         let after = values(&t);
@@ -724,7 +751,7 @@ mod tests {
         assert_eq!(s1, s2);
         assert!(values(&t) == after);
         // Running statistics (eval) differ from batch statistics (train) after one update.
-        let (l_train, _) = t.train_step(&b0, 0.0).expect("zero-lr step");
+        let (l_train, _) = t.step_values(&b0, 0.0).expect("zero-lr step");
         assert!(
             (s1 / 4.0 - l_train).abs() > 1e-6,
             "eval {s1} vs train {l_train}"
@@ -744,16 +771,13 @@ mod tests {
         assert!(values(&u) == values(&t));
         for (i, lr) in [(1, 0.1), (2, 0.05)] {
             let b = batch(4, i);
-            let a = t.train_step(&b, lr).expect("step");
-            let c = u.train_step(&b, lr).expect("step");
+            let a = t.step_values(&b, lr).expect("step");
+            let c = u.step_values(&b, lr).expect("step");
             assert_eq!(a.0.to_bits(), c.0.to_bits());
             assert_eq!(a.1, c.1);
         }
         assert!(values(&u) == values(&t));
-        assert_eq!(
-            t.epoch_stats().expect("stats"),
-            u.epoch_stats().expect("stats")
-        );
+        assert_eq!(t.epoch_stats(), u.epoch_stats());
         assert_eq!(
             t.evaluate(&b0).expect("eval").0.to_bits(),
             u.evaluate(&b0).expect("eval").0.to_bits()
@@ -761,7 +785,7 @@ mod tests {
         // A checkpoint of another model is refused, leaving the trainer usable.
         let mut w = BurnTrainer::new(&config("wrn-16-1", CifarKind::Cifar10), None).expect("w");
         assert!(w.load(dir.path()).is_err());
-        assert!(w.train_step(&b0, 0.1).is_ok());
+        assert!(w.step_values(&b0, 0.1).is_ok());
     }
 
     #[test]
@@ -787,11 +811,11 @@ mod tests {
         let mut t = BurnTrainer::new(&cfg, None).expect("trainer");
         let before = trainable(&t);
         let e = t
-            .train_step(&batch(2, 0), f64::NAN)
+            .step_values(&batch(2, 0), f64::NAN)
             .expect_err("NaN lr accepted");
         assert!(format!("{e:#}").contains("LCAM step"), "{e:#}");
         assert!(trainable(&t) == before);
-        assert!(t.train_step(&batch(2, 0), 0.1).is_ok());
+        assert!(t.step_values(&batch(2, 0), 0.1).is_ok());
     }
 
     // ---- against the demo's WRN in PyTorch (fixtures/wrn, scripts/wrn_fixtures.py) ----

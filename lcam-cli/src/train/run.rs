@@ -323,21 +323,34 @@ pub struct Progress {
     pub files: Vec<FileSum>,
 }
 
+/// What the loop reads of the epoch in progress: at most once a second for the progress bar,
+/// and once at the end of the epoch (on a GPU, each read is one device synchronisation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpochTotals {
+    /// Correct predictions of the epoch's training batches so far.
+    pub correct: usize,
+    /// The controller's diagnostics (steps, steps below the mean, mean batch loss).
+    pub stats: EpochStats,
+}
+
 /// What a backend must provide to the loop.
 pub trait Trainer {
-    /// One optimisation step: forward, cross-entropy (mean), backward, LCAM step with that loss.
-    /// Returns the batch's mean loss and the number of correct predictions.
-    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)>;
+    /// One optimisation step: forward, cross-entropy (mean), backward, LCAM step with that loss;
+    /// the number of correct predictions is added to the epoch's count where the model lives.
+    /// The loop reads nothing back per step: on a GPU with `--step cuda` a step only queues
+    /// work.
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<()>;
+    /// The epoch's correct count and the controller's diagnostics so far; an error if the
+    /// device skipped a step for a non-finite loss since the last read.
+    fn epoch_totals(&mut self) -> Result<EpochTotals>;
     /// Reseeds the generator dropout draws from (called before every training step with a seed
     /// that depends only on the run's seed and the global step, so that a resumed run draws
     /// the masks an uninterrupted one would); a no-op without dropout.
     fn seed_step(&mut self, seed: u64);
     /// Evaluation of a batch: summed loss and correct predictions.
     fn evaluate(&mut self, batch: &Batch) -> Result<(f64, usize)>;
-    /// Starts an epoch (the controller's mean reset).
+    /// Starts an epoch (the controller's mean and the correct count reset).
     fn start_epoch(&mut self) -> Result<()>;
-    /// The controller's diagnostics of the current epoch (may read them from a device).
-    fn epoch_stats(&self) -> Result<EpochStats>;
     /// Writes model and optimizer into the (new, empty) directory `dir`.
     fn save(&self, dir: &Path) -> Result<()>;
     /// Restores model and optimizer from `dir`.
@@ -844,8 +857,8 @@ pub fn train(
             bar.set_draw_target(ProgressDrawTarget::hidden());
         }
         bar.set_prefix(format!("{}/{}", epoch + 1, config.epochs));
-        let (mut seen, mut correct, mut lr) =
-            (0usize, 0usize, progress.last_lr.unwrap_or(config.lcam.lr));
+        let (mut seen, mut lr) = (0usize, progress.last_lr.unwrap_or(config.lcam.lr));
+        let mut refreshed = Instant::now();
         for batch in Loader::new(train.clone(), loader(true), epoch, 0) {
             lr = config.schedule.lr(
                 config.lcam.lr,
@@ -855,24 +868,29 @@ pub fn train(
                 progress.last_lr,
             );
             trainer.seed_step(mix(config.seed, u64::MAX, progress.step));
-            let (loss, c) = trainer.train_step(&batch, lr)?;
+            trainer.train_step(&batch, lr)?;
             progress.last_lr = Some(lr);
             progress.step += 1;
             failpoint("step");
             seen += batch.len();
-            correct += c;
-            let s = trainer.epoch_stats()?;
             bar.inc(1);
-            bar.set_message(format!(
-                "loss {loss:.4} (mean {:.4}) lr {lr:.2e} below {:.0}% {:.0} img/s",
-                s.mean_loss,
-                100.0 * s.fraction_below(),
-                seen as f64 / t0.elapsed().as_secs_f64()
-            ));
+            // The bar's figures are read from the backend at most once a second (a device
+            // synchronisation on a GPU), never per step.
+            if tty && refreshed.elapsed().as_secs_f64() >= 1.0 {
+                let t = trainer.epoch_totals()?;
+                bar.set_message(format!(
+                    "mean loss {:.4} acc {:.1}% lr {lr:.2e} below {:.0}% {:.0} img/s",
+                    t.stats.mean_loss,
+                    100.0 * t.correct as f64 / seen as f64,
+                    100.0 * t.stats.fraction_below(),
+                    seen as f64 / t0.elapsed().as_secs_f64()
+                ));
+                refreshed = Instant::now();
+            }
         }
         bar.finish_and_clear();
+        let EpochTotals { correct, stats } = trainer.epoch_totals()?;
         let train_secs = t0.elapsed().as_secs_f64();
-        let stats = trainer.epoch_stats()?;
         let (mut test_loss, mut test_correct) = (0.0, 0usize);
         for batch in Loader::new(test.clone(), loader(false), 0, 0) {
             let (l, c) = trainer.evaluate(&batch)?;

@@ -3,12 +3,11 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use lcam_core::EpochStats;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::model::ModelSpec;
-use super::run::{RunConfig, StepKind, Trainer};
+use super::run::{EpochTotals, RunConfig, StepKind, Trainer};
 use crate::data::loader::Batch;
 
 /// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist.
@@ -172,9 +171,14 @@ pub struct TchTrainer {
     /// holds the state for checkpoints (the same file either way).
     opt: lcam_tch::Lcam,
     dropout: f64,
+    /// The epoch's correct predictions, summed on the model's device.
+    correct: Option<Tensor>,
     /// `--step cuda`: lcam-cuda's fused kernels on the model's CUDA tensors.
     #[cfg(feature = "cuda")]
     fused: Option<lcam_tch::CudaStep>,
+    /// Losses the device had rejected when the epoch started (`--step cuda`).
+    #[cfg(feature = "cuda")]
+    rejected_seen: u64,
 }
 
 impl std::fmt::Debug for TchTrainer {
@@ -225,8 +229,11 @@ impl TchTrainer {
             net,
             opt,
             dropout: cfg.dropout,
+            correct: None,
             #[cfg(feature = "cuda")]
             fused,
+            #[cfg(feature = "cuda")]
+            rejected_seen: 0,
         })
     }
 
@@ -250,12 +257,9 @@ impl TchTrainer {
     }
 }
 
-fn correct(logits: &Tensor, y: &Tensor) -> Result<usize> {
-    Ok(logits
-        .argmax(-1, false)
-        .eq_tensor(y)
-        .sum(Kind::Int64)
-        .f_int64_value(&[])? as usize)
+/// The number of correct predictions, as a one-element int64 tensor on the logits' device.
+fn correct(logits: &Tensor, y: &Tensor) -> Tensor {
+    logits.argmax(-1, false).eq_tensor(y).sum(Kind::Int64)
 }
 
 impl TchTrainer {
@@ -275,25 +279,42 @@ impl TchTrainer {
 }
 
 impl Trainer for TchTrainer {
-    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<(f64, usize)> {
+    fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<()> {
         let (x, y) = self.inputs(batch);
         let logits = self.net.forward_t(&x, true);
         let loss = logits.cross_entropy_for_logits(&y);
         self.backward_step(&loss, lr)?;
-        let c = tch::no_grad(|| correct(&logits, &y))?;
-        let value = loss.f_double_value(&[])?;
+        // Summed where the model lives: nothing is read back per step.
+        let c = tch::no_grad(|| correct(&logits, &y));
+        self.correct = Some(match self.correct.take() {
+            Some(acc) => acc + c,
+            None => c,
+        });
+        Ok(())
+    }
+
+    fn epoch_totals(&mut self) -> Result<EpochTotals> {
+        let correct = match &self.correct {
+            Some(c) => usize::try_from(c.f_int64_value(&[])?).unwrap_or(0),
+            None => 0,
+        };
         #[cfg(feature = "cuda")]
-        if let Some(fused) = &self.fused
-            && !value.is_finite()
-        {
-            let s = fused.epoch_stats()?;
-            bail!(
-                "non-finite batch loss {value} in epoch {} after {} steps (the device skipped the step)",
-                s.epoch,
-                s.steps
-            );
+        if let Some(fused) = &self.fused {
+            let d = fused.diagnostics()?;
+            let stats = fused.epoch_stats()?;
+            if d.rejected_losses > self.rejected_seen {
+                bail!(
+                    "non-finite batch loss in epoch {} ({} steps taken; the device skipped the step)",
+                    stats.epoch,
+                    stats.steps
+                );
+            }
+            return Ok(EpochTotals { correct, stats });
         }
-        Ok((value, c))
+        Ok(EpochTotals {
+            correct,
+            stats: self.opt.epoch_stats(),
+        })
     }
 
     fn seed_step(&mut self, seed: u64) {
@@ -313,25 +334,22 @@ impl Trainer for TchTrainer {
                 Reduction::Sum,
                 -100,
             );
-            Ok((loss.f_double_value(&[])?, correct(&logits, &y)?))
+            Ok((
+                loss.f_double_value(&[])?,
+                usize::try_from(correct(&logits, &y).f_int64_value(&[])?).unwrap_or(0),
+            ))
         })
     }
 
     fn start_epoch(&mut self) -> Result<()> {
+        self.correct = None;
         #[cfg(feature = "cuda")]
         if let Some(fused) = &mut self.fused {
+            self.rejected_seen = fused.diagnostics()?.rejected_losses;
             return Ok(fused.start_epoch()?);
         }
         self.opt.start_epoch();
         Ok(())
-    }
-
-    fn epoch_stats(&self) -> Result<EpochStats> {
-        #[cfg(feature = "cuda")]
-        if let Some(fused) = &self.fused {
-            return Ok(fused.epoch_stats()?);
-        }
-        Ok(self.opt.epoch_stats())
     }
 
     fn save(&self, dir: &Path) -> Result<()> {
