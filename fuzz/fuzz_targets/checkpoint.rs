@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use lcam_cli::train::run::{Progress, RunConfig, check_progress, verify_checkpoint};
+use lcam_cli::train::args::RunConfig;
+use lcam_cli::train::checkpoint::{Progress, check_progress, verify_checkpoint};
 use lcam_core::ndarray::{ArrayD, IxDyn};
 use lcam_core::{Lcam, LcamState, Scalar};
 use libfuzzer_sys::fuzz_target;

@@ -19,7 +19,7 @@ enum Command {
     /// Replay an `lcam-trace/1` file and print (or write) its `lcam-trajectory/1`.
     Replay(replay::ReplayArgs),
     /// Train a Wide ResNet on CIFAR-10/100 with LCAM or SGD.
-    Train(lcam_cli::train::run::TrainArgs),
+    Train(lcam_cli::train::args::TrainArgs),
 }
 
 /// A clap error as one line: its message and hints (`[possible values: …]`, `tip: …`), without

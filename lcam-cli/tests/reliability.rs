@@ -4,7 +4,7 @@
 //! checkpoint is detected and the previous one used, or the error says there is none.
 //!
 //! The stages of a checkpoint write are reached through the `LCAM_TEST_FAILPOINT` hook of
-//! `lcam_cli::train::run` (the process stops there and is killed with SIGKILL by the test).
+//! `lcam_cli::train::checkpoint` (the process stops there and is killed with SIGKILL by the test).
 
 #![cfg(any(feature = "tch", feature = "burn"))]
 
@@ -88,7 +88,7 @@ impl Rng {
 /// Where one process of the run is killed.
 #[derive(Debug, Clone)]
 enum Kill {
-    /// At the `n`-th pass of a failpoint (see `LCAM_TEST_FAILPOINT` in `train::run`).
+    /// At the `n`-th pass of a failpoint (see `LCAM_TEST_FAILPOINT` in `train::checkpoint`).
     At(&'static str, u64),
     /// After this long, wherever the process is.
     After(Duration),

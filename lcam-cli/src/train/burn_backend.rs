@@ -24,8 +24,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use lcam_burn::LcamOptimizer;
 use lcam_core::EpochStats;
 
+use super::args::RunConfig;
 use super::model::ModelSpec;
-use super::run::{EpochTotals, RunConfig, Trainer};
+use super::run::{EpochTotals, Trainer};
 use crate::data::loader::Batch;
 
 /// The model record's file name inside a checkpoint directory (burnpack).
@@ -491,7 +492,7 @@ mod tests {
     use super::*;
     use crate::data::cifar::CifarKind;
     use crate::data::loader::Normalize;
-    use crate::train::run::{BackendKind, OptimizerKind};
+    use crate::train::args::{BackendKind, OptimizerKind};
     use crate::train::schedule::Schedule;
     use lcam_core::LcamConfig;
 

@@ -1,8 +1,10 @@
 //! `lcam train`: schedules, model specs, the backend-independent training loop, and the
 //! backends (behind the `tch` feature for libtorch and the `burn` feature for Burn's flex).
 
+pub mod args;
 #[cfg(feature = "burn")]
 pub mod burn_backend;
+pub mod checkpoint;
 pub mod malloc;
 pub mod model;
 pub mod run;
@@ -13,23 +15,23 @@ pub mod wrn_fixture;
 
 use anyhow::{Result, bail};
 
-use run::TrainArgs;
+use args::TrainArgs;
 
 /// Runs `lcam train`.
 pub fn command(args: &TrainArgs) -> Result<()> {
     malloc::keep_freed_memory();
     #[allow(unused_mut)]
-    let mut prepared = run::prepare(args)?;
+    let mut prepared = args::prepare(args)?;
     match args.backend {
         #[cfg(feature = "tch")]
-        run::BackendKind::Tch => {
+        args::BackendKind::Tch => {
             let mut trainer = tch_backend::TchTrainer::new(&prepared.config, args.threads)?;
             prepared.config.parameters = trainer.param_count();
             prepared.config.backend_version = tch_backend::version();
             start(&prepared, args, &mut trainer)
         }
         #[cfg(feature = "burn")]
-        run::BackendKind::Burn => {
+        args::BackendKind::Burn => {
             let mut trainer = burn_backend::BurnTrainer::new(&prepared.config, args.threads)?;
             prepared.config.parameters = trainer.param_count();
             prepared.config.backend_version = burn_backend::version();
@@ -48,7 +50,11 @@ pub fn command(args: &TrainArgs) -> Result<()> {
 
 /// Checks the model's size against the spec and runs the loop.
 #[cfg(any(feature = "tch", feature = "burn"))]
-fn start(prepared: &run::Prepared, args: &TrainArgs, trainer: &mut dyn run::Trainer) -> Result<()> {
+fn start(
+    prepared: &args::Prepared,
+    args: &TrainArgs,
+    trainer: &mut dyn run::Trainer,
+) -> Result<()> {
     let c = &prepared.config;
     let expected = c.model.param_count(c.dataset.classes());
     if c.parameters != expected {

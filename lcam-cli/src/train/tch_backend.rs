@@ -6,8 +6,9 @@ use anyhow::{Context, Result, bail};
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
+use super::args::{RunConfig, StepKind};
 use super::model::ModelSpec;
-use super::run::{EpochTotals, RunConfig, StepKind, Trainer};
+use super::run::{EpochTotals, Trainer};
 use crate::data::loader::Batch;
 
 /// Parses `cpu`, `cuda`, `cuda:N`; a CUDA device must exist.
