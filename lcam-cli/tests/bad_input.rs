@@ -3,22 +3,13 @@
 //! that are not runs, a diverging run. Every case ends with exactly one `error: ` line on stderr,
 //! no panic, and a non-zero exit.
 
+mod common;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
-use lcam_cli::data::cifar::{self, CifarKind, Split};
-
-fn lcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lcam"))
-        .args(args)
-        .env_remove("LCAM_TEST_FAILPOINT")
-        .output()
-        .expect("run lcam")
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf8 path")
-}
+use common::{lcam, p};
+use lcam_cli::data::cifar::CifarKind;
 
 /// Asserts a failed run: exit status `code`, one `error: ` line naming `culprit`, no panic.
 fn assert_one_error(o: &Output, code: i32, culprit: &str, what: &str) {
@@ -38,10 +29,7 @@ fn assert_one_error(o: &Output, code: i32, culprit: &str, what: &str) {
 }
 
 fn data() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Train, 20, 3).expect("train");
-    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Test, 10, 4).expect("test");
-    dir
+    common::data(CifarKind::Cifar10, 20)
 }
 
 #[test]

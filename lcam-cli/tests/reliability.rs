@@ -14,47 +14,32 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use lcam_cli::data::cifar::{self, CifarKind, Split};
+mod common;
+
+use common::stderr;
+use lcam_cli::data::cifar::CifarKind;
 
 const EPOCHS: &str = "3";
 
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf8 path")
-}
-
 /// 200 training images (13 steps of 16 per epoch), 20 test images.
 fn data() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Train, 40, 3).expect("train");
-    cifar::write_synthetic(dir.path(), CifarKind::Cifar10, Split::Test, 20, 4).expect("test");
-    dir
+    common::data(CifarKind::Cifar10, 40)
 }
 
 fn command(backend: &str, data: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_lcam"));
-    c.args([
-        "train",
-        "--backend",
-        backend,
-        "--model",
-        "wrn-10-1",
-        "--data-dir",
-        p(data),
-        "--out",
-        p(out),
-        "--batch-size",
-        "16",
-        "--threads",
-        "1",
-        "--seed",
-        "7",
-        "--schedule",
-        "exp:0.99@2",
-        "--epochs",
-        EPOCHS,
-    ])
-    .args(extra)
-    .env_remove("LCAM_TEST_FAILPOINT");
+    let mut c = common::lcam_command();
+    c.args(common::train_args(backend, data, out))
+        .args([
+            "--threads",
+            "1",
+            "--seed",
+            "7",
+            "--schedule",
+            "exp:0.99@2",
+            "--epochs",
+            EPOCHS,
+        ])
+        .args(extra);
     c
 }
 
@@ -62,10 +47,6 @@ fn run(backend: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
     command(backend, data, out, extra)
         .output()
         .expect("run lcam")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 /// splitmix64: the seeded source of the kill points.

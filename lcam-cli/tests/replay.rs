@@ -1,23 +1,15 @@
 //! `lcam replay` end to end: golden fixtures, output handling, and bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn lcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lcam"))
-        .args(args)
-        .output()
-        .expect("run lcam")
-}
+use std::path::{Path, PathBuf};
+
+use common::{lcam, stderr};
 
 fn golden(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../fixtures/golden")
         .join(name)
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 fn fixture_names() -> Vec<String> {
@@ -140,12 +132,7 @@ fn out_is_written_atomically_and_never_overwritten_silently() {
         a.extend_from_slice(extra);
         a.into_iter().map(String::from).collect::<Vec<_>>()
     };
-    let run = |a: Vec<String>| {
-        Command::new(env!("CARGO_BIN_EXE_lcam"))
-            .args(a)
-            .output()
-            .expect("run")
-    };
+    let run = |a: Vec<String>| common::lcam_command().args(a).output().expect("run");
     let o = run(args(&[]));
     assert!(o.status.success(), "{}", stderr(&o));
     let first = std::fs::read_to_string(&out).expect("written");

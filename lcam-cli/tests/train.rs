@@ -1,32 +1,13 @@
 //! `lcam train` end to end on synthetic CIFAR files: bad input, and (with the `tch` feature)
 //! training, outputs, refusal to overwrite, and resume equal to an uninterrupted run.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
-use lcam_cli::data::cifar::{self, CifarKind, Split};
-
-fn lcam(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_lcam"))
-        .args(args)
-        .output()
-        .expect("run lcam")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn data(kind: CifarKind, n: usize) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    cifar::write_synthetic(dir.path(), kind, Split::Train, n, 3).expect("train");
-    cifar::write_synthetic(dir.path(), kind, Split::Test, n / 2, 4).expect("test");
-    dir
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("utf8 path")
-}
+use common::{data, lcam, p, stderr};
+use lcam_cli::data::cifar::CifarKind;
 
 #[test]
 fn bad_arguments_fail_with_one_line_and_touch_nothing() {
@@ -70,23 +51,8 @@ fn bad_arguments_fail_with_one_line_and_touch_nothing() {
 /// `lcam train` on `backend` with the small, seeded settings every backend test shares.
 #[cfg(any(feature = "tch", feature = "burn"))]
 fn train(backend: &str, data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--backend",
-        backend,
-        "--model",
-        "wrn-10-1",
-        "--data-dir",
-        p(data),
-        "--out",
-        p(out),
-        "--batch-size",
-        "16",
-        "--seed",
-        "7",
-        "--schedule",
-        "exp:0.99@2",
-    ];
+    let mut args = common::train_args(backend, data, out);
+    args.extend_from_slice(&["--seed", "7", "--schedule", "exp:0.99@2"]);
     if !extra.contains(&"--threads") {
         args.extend_from_slice(&["--threads", "1"]);
     }
