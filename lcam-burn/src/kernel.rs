@@ -119,13 +119,17 @@ pub(crate) struct SharedStep(Arc<RwLock<StepParams>>);
 
 impl SharedStep {
     pub(crate) fn new(config: &LcamConfig) -> Self {
-        Self(Arc::new(RwLock::new(StepParams {
+        Self::of(StepParams {
             lr: config.lr,
             weight_decay: config.weight_decay,
             momentum: config.initial_momentum,
             dampening: config.dampening,
             nesterov: config.nesterov,
-        })))
+        })
+    }
+
+    pub(crate) fn of(h: StepParams) -> Self {
+        Self(Arc::new(RwLock::new(h)))
     }
 
     pub(crate) fn set(&self, h: StepParams) {
@@ -138,23 +142,36 @@ impl SharedStep {
     }
 }
 
+/// Where a tensor step's learning rate comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LrFrom {
+    /// Burn's `ModuleLearningRate` (the `Learner`'s scheduler).
+    Burn,
+    /// The group's rate in lcam-core's `Driver` (an [`crate::LcamOptimizer`]: `step(lr, …)`
+    /// sets every group's rate to `lr`, `set_group_lr` one group's).
+    Driver,
+}
+
 /// LCAM's per-tensor step for `ModuleOptimizer`: [`sgd_update`] with the step parameters in
-/// force.
+/// force (one instance per parameter group).
 #[derive(Debug, Clone)]
 pub(crate) struct LcamTensorOptimizer {
     step: SharedStep,
+    lr_from: LrFrom,
 }
 
 impl LcamTensorOptimizer {
-    pub(crate) fn new(step: SharedStep) -> Self {
-        Self { step }
+    pub(crate) fn new(step: SharedStep, lr_from: LrFrom) -> Self {
+        Self { step, lr_from }
     }
 }
 
-/// lcam-core's [`StepKernel`] for a Burn module: publishes the step parameters to the
-/// [`LcamTensorOptimizer`]s, then lets `step` (a `ModuleOptimizer` step) update the module.
+/// lcam-core's [`StepKernel`] for a Burn module: publishes each group's step parameters to
+/// its [`LcamTensorOptimizer`], then lets `step` (a `ModuleOptimizer` step, which picks each
+/// parameter's optimizer by group) update the module.
 pub(crate) struct ModuleKernel<'a, M, S: FnMut(M, GradientsParams) -> M> {
-    pub(crate) shared: &'a SharedStep,
+    /// One per group, in the `Driver`'s group order.
+    pub(crate) shared: &'a [SharedStep],
     pub(crate) module: Option<M>,
     pub(crate) grads: Option<GradientsParams>,
     pub(crate) step: S,
@@ -164,7 +181,9 @@ impl<M, S: FnMut(M, GradientsParams) -> M> StepKernel for ModuleKernel<'_, M, S>
     type Error = LcamBurnError;
 
     fn apply(&mut self, groups: &[StepParams]) -> Result<(), LcamBurnError> {
-        self.shared.set(groups[0]);
+        for (shared, h) in self.shared.iter().zip(groups) {
+            shared.set(*h);
+        }
         if let (Some(m), Some(g)) = (self.module.take(), self.grads.take()) {
             self.module = Some((self.step)(m, g));
         }
@@ -182,9 +201,12 @@ impl Optimizer for LcamTensorOptimizer {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        let h = StepParams {
-            lr,
-            ..self.step.get()
+        let h = match self.lr_from {
+            LrFrom::Burn => StepParams {
+                lr,
+                ..self.step.get()
+            },
+            LrFrom::Driver => self.step.get(),
         };
         let mut param = BurnTensor(tensor);
         let mut buffer = state.map(|s| BurnTensor(s.momentum));

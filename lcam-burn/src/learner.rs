@@ -34,7 +34,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use lcam_core::{ControllerState, Driver, EpochStats, Phase};
 
 use crate::error::{LcamBurnError, Result};
-use crate::kernel::{LcamTensorOptimizer, SharedStep};
+use crate::kernel::{LcamTensorOptimizer, LrFrom, SharedStep};
 use crate::optimizer::{BatchLoss, StepError};
 
 /// The optimizer for Burn's `Learner` and the hook that feeds it the batch losses.
@@ -55,7 +55,7 @@ pub fn learner_optimizer(
         }));
     }
     let step = SharedStep::new(&config);
-    let optim = ModuleOptimizer::from(LcamTensorOptimizer::new(step.clone()));
+    let optim = ModuleOptimizer::from(LcamTensorOptimizer::new(step.clone(), LrFrom::Burn));
     let hook = LcamHook {
         shared: Arc::new(Mutex::new(HookState {
             driver: Driver::new(config, 0)?,
@@ -137,9 +137,14 @@ impl LcamHook {
         s.steps_in_epoch += 1;
         let s = &mut *s;
         let lr = lr.into();
-        crate::optimizer::phased_step(&mut s.driver, &s.step, loss, module, grads, |m, g| {
-            optim.step(lr.clone(), m, g)
-        })
+        crate::optimizer::phased_step(
+            &mut s.driver,
+            std::slice::from_ref(&s.step),
+            loss,
+            module,
+            grads,
+            |m, g| optim.step(lr.clone(), m, g),
+        )
     }
 
     /// [`try_optimize`](Self::try_optimize) in the shape of `TrainStep::optimize`, which cannot

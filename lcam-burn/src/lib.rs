@@ -70,7 +70,7 @@ mod replay;
 
 pub use error::{LcamBurnError, Result};
 pub use learner::{LcamHook, learner_optimizer};
-pub use optimizer::{BatchLoss, LcamBurnConfig, LcamOptimizer, StepError};
+pub use optimizer::{BatchLoss, BurnGroup, LcamBurnConfig, LcamOptimizer, StepError};
 pub use record::RECORD_FORMAT;
 #[cfg(feature = "flex")]
 pub use replay::replay;

@@ -1,13 +1,13 @@
 //! [`LcamOptimizer`]: LCAM for Burn modules, with the batch loss as a required argument.
 
 use burn::config::Config;
-use burn::module::Module;
+use burn::module::{Module, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
-use lcam_core::{Driver, EpochStats, LcamConfig, Phase, PhasedMomentum};
+use lcam_core::{Driver, EpochStats, Groups, LcamConfig, LcamError, Phase, PhasedMomentum};
 
 use crate::error::{LcamBurnError, Result};
-use crate::kernel::{LcamTensorOptimizer, ModuleKernel, SharedStep};
+use crate::kernel::{LcamTensorOptimizer, LrFrom, ModuleKernel, SharedStep};
 
 /// Configuration of an [`LcamOptimizer`], Burn style: `LcamBurnConfig::new(below, above)`, the
 /// `with_*` builders, then [`LcamBurnConfig::init`], which validates.
@@ -152,8 +152,56 @@ impl<M> From<StepError<M>> for LcamBurnError {
 /// `model = optim.step(lr, model, grads, &loss)?`.
 pub struct LcamOptimizer {
     driver: Driver,
-    shared: SharedStep,
+    /// One per group of the driver (the last: parameters no group lists).
+    shared: Vec<SharedStep>,
+    /// The listed parameters: `ids[i]` is lcam-core's parameter `i` (the driver has one more,
+    /// standing for every parameter no group lists).
+    ids: Vec<ParamId>,
     inner: ModuleOptimizer,
+}
+
+/// A parameter group of an [`LcamOptimizer`] (see [`LcamOptimizer::with_groups`]): Burn
+/// parameters by [`ParamId`], with options that override the configuration's. Every group
+/// switches momentum with the others (one controller).
+#[derive(Debug, Clone)]
+pub struct BurnGroup {
+    ids: Vec<ParamId>,
+    options: lcam_core::ParamGroup,
+}
+
+impl BurnGroup {
+    /// The parameters `ids` (e.g. `module.bias.id` of each layer).
+    pub fn new(name: &str, ids: impl IntoIterator<Item = ParamId>) -> Self {
+        Self {
+            ids: ids.into_iter().collect(),
+            options: lcam_core::ParamGroup::new(name, Vec::new()),
+        }
+    }
+
+    /// This group's learning rate, used by [`LcamOptimizer::step_grouped`]
+    /// ([`LcamOptimizer::step`] gives every group the step's rate).
+    pub fn with_lr(mut self, lr: f64) -> Self {
+        self.options.lr = Some(lr);
+        self
+    }
+
+    /// This group's weight decay.
+    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.options.weight_decay = Some(weight_decay);
+        self
+    }
+
+    /// This group's dampening.
+    pub fn with_dampening(mut self, dampening: f64) -> Self {
+        self.options.dampening = Some(dampening);
+        self
+    }
+
+    /// This group's Nesterov switch.
+    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.options.nesterov = Some(nesterov);
+        self
+    }
 }
 
 impl std::fmt::Debug for LcamOptimizer {
@@ -177,22 +225,120 @@ impl LcamOptimizer {
         controller: PhasedMomentum,
         inner: Option<ModuleOptimizer>,
     ) -> Self {
-        let shared = SharedStep::new(&config);
-        let fresh = ModuleOptimizer::from(LcamTensorOptimizer::new(shared.clone()));
-        let mut driver = Driver::new(config, 0).unwrap_or_else(|_| unreachable!("validated"));
+        let mut driver = Driver::new(config, 1).unwrap_or_else(|_| unreachable!("validated"));
         // Cannot fail: the state comes from a controller of this configuration.
         let _ = driver.restore_controller(controller.state());
-        Self {
+        let mut optim = Self {
+            shared: shared_steps(&driver),
             driver,
-            shared,
-            inner: inner.unwrap_or(fresh),
-        }
+            ids: Vec::new(),
+            inner: ModuleOptimizer::from(LcamTensorOptimizer::new(
+                SharedStep::new(&config),
+                LrFrom::Driver,
+            )),
+        };
+        optim.inner = inner.unwrap_or_else(|| optim.fresh_inner());
+        optim
     }
 
-    /// A fresh internal `ModuleOptimizer` bound to this optimizer's shared step parameters (the
-    /// record loader fills it).
+    /// The optimizer with parameter groups (call it before the first step): each group's
+    /// parameters take its options, the others the configuration's (group `default`). Errors
+    /// ([`LcamError::InvalidGroup`] naming the group and the parameter): a parameter in two
+    /// groups, an empty group, an option out of range; a call after a step.
+    pub fn with_groups(mut self, groups: Vec<BurnGroup>) -> Result<Self> {
+        if self.driver.epoch_stats().steps > 0 || self.driver.phase().is_some() {
+            return Err(LcamError::InvalidGroup {
+                group: groups
+                    .first()
+                    .map_or_else(String::new, |g| g.options.name.clone()),
+                message: "groups are set before the first step".into(),
+            }
+            .into());
+        }
+        let mut ids: Vec<ParamId> = Vec::new();
+        let core: Vec<lcam_core::ParamGroup> = groups
+            .iter()
+            .map(|g| {
+                let params = g
+                    .ids
+                    .iter()
+                    .map(|id| {
+                        ids.iter().position(|x| x == id).unwrap_or_else(|| {
+                            ids.push(*id);
+                            ids.len() - 1
+                        })
+                    })
+                    .collect();
+                lcam_core::ParamGroup {
+                    params,
+                    ..g.options.clone()
+                }
+            })
+            .collect();
+        // One more parameter than listed: it stands for every parameter no group lists.
+        let driver = Driver::with_groups(*self.driver.config(), ids.len() + 1, &core)?;
+        self.shared = shared_steps(&driver);
+        self.driver = driver;
+        self.ids = ids;
+        self.inner = self.fresh_inner();
+        Ok(self)
+    }
+
+    /// Restores the groups of a record (as [`LcamOptimizer::group_parts`] gave them).
+    pub(crate) fn restore_groups(&mut self, ids: Vec<ParamId>, groups: Groups) -> Result<()> {
+        let driver = Driver::from_parts(
+            *self.driver.config(),
+            Some(groups),
+            ids.len() + 1,
+            self.driver.controller().state(),
+        )?;
+        self.shared = shared_steps(&driver);
+        self.driver = driver;
+        self.ids = ids;
+        Ok(())
+    }
+
+    /// The listed parameters' ids and the groups (`None` for one group), for a record.
+    pub(crate) fn group_parts(&self) -> Option<(Vec<u64>, Groups)> {
+        let g = self.driver.groups();
+        (!g.is_single()).then(|| (self.ids.iter().map(ParamId::val).collect(), g.clone()))
+    }
+
+    /// The parameter groups (one, `default`, unless [`LcamOptimizer::with_groups`] set others).
+    pub fn groups(&self) -> &Groups {
+        self.driver.groups()
+    }
+
+    /// Sets group `group`'s learning rate for [`LcamOptimizer::step_grouped`].
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        Ok(self.driver.set_group_lr(group, lr)?)
+    }
+
+    /// A fresh internal `ModuleOptimizer` bound to this optimizer's groups: one per-tensor
+    /// optimizer per group, each listed group's parameters matched by id (the record loader
+    /// fills it).
     pub(crate) fn fresh_inner(&self) -> ModuleOptimizer {
-        ModuleOptimizer::from(LcamTensorOptimizer::new(self.shared.clone()))
+        let groups = self.driver.groups();
+        let last = groups.len() - 1;
+        let mut inner = ModuleOptimizer::from(LcamTensorOptimizer::new(
+            self.shared[last].clone(),
+            LrFrom::Driver,
+        ));
+        for g in 0..last {
+            let ids: Vec<ParamId> = groups
+                .of_param()
+                .iter()
+                .zip(&self.ids)
+                .filter(|(k, _)| **k == g)
+                .map(|(_, id)| *id)
+                .collect();
+            inner = inner.with_group(
+                burn::module::ParamGroup::from_ids(ids),
+                LcamTensorOptimizer::new(self.shared[g].clone(), LrFrom::Driver),
+                None,
+            );
+        }
+        inner
     }
 
     pub(crate) fn inner(&self) -> &ModuleOptimizer {
@@ -230,7 +376,29 @@ impl LcamOptimizer {
                 module,
             });
         }
+        self.step_grouped(module, grads, loss)
+    }
+
+    /// One LCAM step at each group's current learning rate ([`BurnGroup::with_lr`],
+    /// [`LcamOptimizer::set_group_lr`]); otherwise as [`LcamOptimizer::step`] (which first
+    /// gives every group the step's rate).
+    pub fn step_grouped<M: Module>(
+        &mut self,
+        module: M,
+        grads: GradientsParams,
+        loss: impl BatchLoss,
+    ) -> std::result::Result<M, StepError<M>> {
+        let checked = loss.to_f64().and_then(|loss| {
+            self.driver.check_loss(loss)?;
+            Ok(loss)
+        });
+        let loss = match checked {
+            Ok(v) => v,
+            Err(error) => return Err(StepError { error, module }),
+        };
         let inner = &mut self.inner;
+        // Burn's rate argument is not read (each group's optimizer takes its own).
+        let lr = self.driver.lr();
         phased_step(
             &mut self.driver,
             &self.shared,
@@ -285,7 +453,7 @@ impl LcamOptimizer {
 /// back unchanged in [`StepError`].
 pub(crate) fn phased_step<M>(
     driver: &mut Driver,
-    shared: &SharedStep,
+    shared: &[SharedStep],
     loss: f64,
     module: M,
     grads: GradientsParams,
@@ -303,4 +471,14 @@ pub(crate) fn phased_step<M>(
         (Err(error), Some(module)) => Err(StepError { error, module }),
         (_, None) => unreachable!("the kernel hands the module back"),
     }
+}
+
+/// One shared step-parameter cell per group of `driver`.
+fn shared_steps(driver: &Driver) -> Vec<SharedStep> {
+    driver
+        .groups()
+        .step_params(driver.momentum())
+        .into_iter()
+        .map(SharedStep::of)
+        .collect()
 }

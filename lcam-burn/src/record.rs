@@ -13,7 +13,7 @@ use std::path::Path;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, DType, Tensor};
-use lcam_core::{ControllerState, LcamConfig, PhasedMomentum};
+use lcam_core::{ControllerState, Groups, LcamConfig, PhasedMomentum};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LcamBurnError, Result};
@@ -35,6 +35,18 @@ struct LcamMeta {
     format: String,
     config: LcamConfig,
     controller: ControllerState,
+    /// Parameter groups (absent for one group, as in every record written before groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    groups: Option<RecordGroups>,
+}
+
+/// The groups of a record: the listed parameters' ids (lcam-core's parameter `i` is `ids[i]`)
+/// and the resolved groups.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordGroups {
+    ids: Vec<u64>,
+    groups: Groups,
 }
 
 /// Float parameters of a module: id → (shape, dtype).
@@ -88,6 +100,9 @@ impl LcamOptimizer {
             format: RECORD_FORMAT.to_string(),
             config: *self.config(),
             controller: self.controller().state(),
+            groups: self
+                .group_parts()
+                .map(|(ids, groups)| RecordGroups { ids, groups }),
         };
         let json = serde_json::to_string(&meta).map_err(|e| write_err(path, e))?;
         let mut writer = burn_pack::Writer::new(tensors).with_metadata(LCAM_KEY, &json);
@@ -221,6 +236,12 @@ impl LcamOptimizer {
         }
 
         let mut optim = LcamOptimizer::assemble(config, controller, None);
+        if let Some(g) = meta.groups {
+            let ids = g.ids.into_iter().map(burn::module::ParamId::from).collect();
+            optim
+                .restore_groups(ids, g.groups)
+                .map_err(|e| mismatch("metadata.lcam.groups", e.to_string()))?;
+        }
         let inner: ModuleOptimizer = optim
             .fresh_inner()
             .from_bytes(bytes)

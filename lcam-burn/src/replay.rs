@@ -6,7 +6,7 @@ use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
 use lcam_core::{DType, LcamError, Phase, ReplayTarget, Trace, Trajectory};
 
 use crate::error::{LcamBurnError, Result};
-use crate::optimizer::LcamOptimizer;
+use crate::optimizer::{BurnGroup, LcamOptimizer};
 
 fn replay_err(location: impl Into<String>, message: impl Into<String>) -> LcamBurnError {
     LcamBurnError::Replay {
@@ -36,19 +36,14 @@ struct Target {
     optim: LcamOptimizer,
     module: Vec<Param<Tensor<1>>>,
     ids: Vec<ParamId>,
-    lr: f64,
+    /// The last per-step rate of the trace (`None` before the first).
+    lr: Option<f64>,
     dtype: DType,
     device: Device,
 }
 
 impl Target {
     fn new(trace: &Trace, device: &Device) -> Result<Self> {
-        if !trace.groups.is_empty() {
-            return Err(LcamBurnError::Core(LcamError::InvalidGroup {
-                group: trace.groups[0].name.clone(),
-                message: "lcam-burn does not take parameter groups yet".into(),
-            }));
-        }
         let burn_dtype = burn_dtype(trace.dtype);
         if !device.supports_dtype(burn_dtype) {
             return Err(replay_err(
@@ -64,11 +59,37 @@ impl Target {
             .iter()
             .map(|p| Param::from_tensor(tensor(&p.data, trace.dtype, device).autodiff()))
             .collect();
+        let ids: Vec<ParamId> = module.iter().map(|p| p.id).collect();
+        let mut optim = LcamOptimizer::new(trace.config)?;
+        if !trace.groups.is_empty() {
+            optim = optim.with_groups(
+                trace
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        let mut group = BurnGroup::new(&g.name, g.params.iter().map(|&i| ids[i]));
+                        if let Some(v) = g.lr {
+                            group = group.with_lr(v);
+                        }
+                        if let Some(v) = g.weight_decay {
+                            group = group.with_weight_decay(v);
+                        }
+                        if let Some(v) = g.dampening {
+                            group = group.with_dampening(v);
+                        }
+                        if let Some(v) = g.nesterov {
+                            group = group.with_nesterov(v);
+                        }
+                        group
+                    })
+                    .collect(),
+            )?;
+        }
         Ok(Self {
-            ids: module.iter().map(|p| p.id).collect(),
+            ids,
             module,
-            optim: LcamOptimizer::new(trace.config)?,
-            lr: trace.config.lr,
+            optim,
+            lr: None,
             dtype: trace.dtype,
             device: device.clone(),
         })
@@ -98,7 +119,7 @@ impl ReplayTarget for Target {
         Ok(())
     }
     fn set_lr(&mut self, lr: f64) -> Result<()> {
-        self.lr = lr;
+        self.lr = Some(lr);
         Ok(())
     }
     fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
@@ -110,7 +131,12 @@ impl ReplayTarget for Target {
         }
         let momentum = self.optim.momentum();
         let module = std::mem::take(&mut self.module);
-        self.module = match self.optim.step(self.lr, module, g, loss) {
+        // A trace without a per-step rate keeps each group's own (`step_grouped`).
+        let stepped = match self.lr {
+            Some(lr) => self.optim.step(lr, module, g, loss),
+            None => self.optim.step_grouped(module, g, loss),
+        };
+        self.module = match stepped {
             Ok(m) => m,
             Err(e) => {
                 self.module = e.module;

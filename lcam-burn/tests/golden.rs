@@ -1,6 +1,8 @@
 //! Every golden fixture (PyTorch) replayed with Burn on flex: momenta and phases identical, and
-//! parameters within the bound the README states for Burn — 2.2e-7 relative to each tensor's
-//! largest value (f32; Burn has no fused multiply-add, PyTorch does) and 1e-15 (f64).
+//! parameters within the bound the README states for Burn — 1e-6 relative to each tensor's
+//! largest value (f32; Burn has no fused multiply-add, PyTorch does: measured worst 9.6e-7 on
+//! `mlp_f32_groups`, 2.2e-7 on the one-group fixtures) and 1e-15 (f64). In f64 the grouped
+//! fixtures agree with lcam-core to 2.2e-16, so the f32 figure is rounding, not logic.
 
 use std::path::PathBuf;
 
@@ -12,8 +14,29 @@ fn golden_dir() -> PathBuf {
 
 #[test]
 fn every_golden_fixture_replays_within_tolerance() {
-    let fixtures = lcam_core::load_fixtures(&golden_dir()).expect("fixtures load");
-    assert!(fixtures.len() >= 6);
+    check_set(&golden_dir(), 6);
+}
+
+/// PyTorch with parameter groups (`fixtures/golden-groups`: per-group lr, weight decay,
+/// dampening, Nesterov), held to the same bound; replayed as one group it is not reproduced.
+#[test]
+fn every_group_fixture_replays_within_tolerance() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups");
+    check_set(&dir, 2);
+    for mut f in lcam_core::load_fixtures(&dir).expect("fixtures load") {
+        f.trace.groups.clear();
+        let actual = lcam_burn::replay(&f.trace).expect("burn replay");
+        assert!(
+            f.check(&actual).is_err(),
+            "{}: the groups changed nothing",
+            f.name
+        );
+    }
+}
+
+fn check_set(dir: &std::path::Path, at_least: usize) {
+    let fixtures = lcam_core::load_fixtures(dir).expect("fixtures load");
+    assert!(fixtures.len() >= at_least);
     let mut worst = [(0.0_f64, String::new()), (0.0_f64, String::new())];
     for f in &fixtures {
         let actual = lcam_burn::replay(&f.trace).expect("burn replay");
@@ -25,7 +48,7 @@ fn every_golden_fixture_replays_within_tolerance() {
             f.name, cmp.max_rel_err, cmp.worst_tensor, core.max_rel_err
         );
         // The README's figure for lcam-burn, asserted (the fixtures' own tolerance is looser).
-        let bound = if slot == 0 { 2.2e-7 } else { 1e-15 };
+        let bound = if slot == 0 { 1e-6 } else { 1e-15 };
         assert!(
             cmp.max_rel_err <= bound,
             "{}: {:.3e} > the README's {bound:e}",
@@ -50,20 +73,4 @@ fn replay_keeps_the_trace_dtype_and_names() {
         assert_eq!((&a.name, &a.shape), (&p.name, &p.shape));
     }
     assert_eq!(t.momenta.len(), trace.steps.len());
-}
-
-/// Parameter groups are not in lcam-burn yet: a trace with groups is refused with
-/// `InvalidGroup` naming the group, never replayed as one group.
-#[test]
-fn a_trace_with_parameter_groups_is_refused() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups");
-    for f in lcam_core::load_fixtures(&dir).expect("fixtures load") {
-        let e = lcam_burn::replay(&f.trace).expect_err("groups");
-        assert!(
-            matches!(&e, lcam_burn::LcamBurnError::Core(lcam_core::LcamError::InvalidGroup { group, .. })
-                if *group == f.trace.groups[0].name),
-            "{}: {e}",
-            f.name
-        );
-    }
 }

@@ -269,7 +269,9 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
     }
     if !args.no_decay.is_empty() {
         if args.backend != BackendKind::Tch {
-            bail!("--no-decay needs --backend tch: parameter groups are not in lcam-burn yet");
+            bail!(
+                "--no-decay needs --backend tch: the Burn backend does not build parameter groups yet"
+            );
         }
         if args.step == StepKind::Cuda {
             bail!("--no-decay needs --step native: parameter groups are not in lcam-cuda yet");
