@@ -309,6 +309,11 @@ impl LcamOptimizer {
         self.driver.groups()
     }
 
+    /// Every group back to its configured rate, for [`LcamOptimizer::step_grouped`].
+    pub fn reset_lr(&mut self) {
+        self.driver.reset_lr();
+    }
+
     /// Sets group `group`'s learning rate for [`LcamOptimizer::step_grouped`].
     pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         Ok(self.driver.set_group_lr(group, lr)?)

@@ -36,7 +36,7 @@ struct Target {
     optim: LcamOptimizer,
     module: Vec<Param<Tensor<1>>>,
     ids: Vec<ParamId>,
-    /// The last per-step rate of the trace (`None` before the first).
+    /// This step's rate for every group (`None`: each group's configured rate).
     lr: Option<f64>,
     dtype: DType,
     device: Device,
@@ -122,6 +122,11 @@ impl ReplayTarget for Target {
         self.lr = Some(lr);
         Ok(())
     }
+    fn reset_lr(&mut self) -> Result<()> {
+        self.lr = None;
+        self.optim.reset_lr();
+        Ok(())
+    }
     fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
         let mut g = GradientsParams::new();
         for (id, grad) in self.ids.iter().zip(grads) {
@@ -131,7 +136,7 @@ impl ReplayTarget for Target {
         }
         let momentum = self.optim.momentum();
         let module = std::mem::take(&mut self.module);
-        // A trace without a per-step rate keeps each group's own (`step_grouped`).
+        // A step without a rate runs each group at its configured one (`step_grouped`).
         let stepped = match self.lr {
             Some(lr) => self.optim.step(lr, module, g, loss),
             None => self.optim.step_grouped(module, g, loss),

@@ -397,14 +397,22 @@ pub struct Driver {
     config: LcamConfig,
     groups: Groups,
     controller: PhasedMomentum,
+    /// Each group's configured rate, for [`Driver::reset_lr`].
+    base_lrs: Vec<f64>,
+}
+
+fn lrs(groups: &Groups) -> Vec<f64> {
+    groups.options().iter().map(|o| o.lr).collect()
 }
 
 impl Driver {
     /// A driver for `n_params` parameters in one group, after validating `config`.
     pub fn new(config: LcamConfig, n_params: usize) -> Result<Self> {
         let config = config.validate()?;
+        let groups = Groups::single(&config, n_params);
         Ok(Self {
-            groups: Groups::single(&config, n_params),
+            base_lrs: lrs(&groups),
+            groups,
             controller: PhasedMomentum::new(&config),
             config,
         })
@@ -413,8 +421,10 @@ impl Driver {
     /// A driver for `n_params` parameters in `groups` (see [`Groups::resolve`]).
     pub fn with_groups(config: LcamConfig, n_params: usize, groups: &[ParamGroup]) -> Result<Self> {
         let config = config.validate()?;
+        let groups = Groups::resolve(&config, n_params, groups)?;
         Ok(Self {
-            groups: Groups::resolve(&config, n_params, groups)?,
+            base_lrs: lrs(&groups),
+            groups,
             controller: PhasedMomentum::new(&config),
             config,
         })
@@ -438,6 +448,7 @@ impl Driver {
         };
         Ok(Self {
             controller: PhasedMomentum::from_state(&config, controller)?,
+            base_lrs: lrs(&groups),
             groups,
             config,
         })
@@ -487,6 +498,17 @@ impl Driver {
             o.lr = lr;
         }
         Ok(())
+    }
+
+    /// Every group back to the rate it was configured with (its own, else the
+    /// configuration's; for a restored state, the rates saved with it).
+    pub fn reset_lr(&mut self) {
+        for (o, &lr) in self.groups.options.iter_mut().zip(&self.base_lrs) {
+            o.lr = lr;
+        }
+        if self.groups.is_single() {
+            self.config.lr = self.base_lrs[0];
+        }
     }
 
     /// Sets the learning rate of group `group` (an index into [`Groups::names`]).

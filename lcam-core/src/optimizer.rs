@@ -256,6 +256,11 @@ impl<F: Scalar> Lcam<F> {
         self.driver.set_lr(lr)
     }
 
+    /// Every group back to its configured rate ([`Driver::reset_lr`]).
+    pub fn reset_lr(&mut self) {
+        self.driver.reset_lr();
+    }
+
     /// Sets the learning rate of one group (an index into [`Groups::names`]).
     pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         self.driver.set_group_lr(group, lr)

@@ -135,8 +135,8 @@ pub struct ResolvedStep<'a> {
     pub index: usize,
     /// This step's epoch differs from the previous step's: start a new epoch before it.
     pub starts_epoch: bool,
-    /// The step's learning rate for every group; `None`: the rates in force (initially
-    /// `config.lr`, or each group's own).
+    /// The step's learning rate for every group; `None`: each group's configured rate (its
+    /// own, else `config.lr`).
     pub lr: Option<f64>,
     /// The batch loss observed after the step.
     pub loss: f64,
@@ -392,8 +392,11 @@ impl Trace {
             if step.starts_epoch {
                 target.start_epoch()?;
             }
-            if let Some(lr) = step.lr {
-                target.set_lr(lr)?;
+            // The format's rule: a step's `lr` holds for that step only; without one, every
+            // group runs at its configured rate (its own, else `config.lr`).
+            match step.lr {
+                Some(lr) => target.set_lr(lr)?,
+                None => target.reset_lr()?,
             }
             let (momentum, phase) = target.step(step.index, step.grads, step.loss)?;
             momenta.push(momentum);
@@ -435,6 +438,8 @@ pub trait ReplayTarget {
     fn start_epoch(&mut self) -> std::result::Result<(), Self::Error>;
     /// Sets the learning rate of every group.
     fn set_lr(&mut self, lr: f64) -> std::result::Result<(), Self::Error>;
+    /// Every group back to its configured rate (the group's own, else the configuration's).
+    fn reset_lr(&mut self) -> std::result::Result<(), Self::Error>;
     /// Step `index` with these gradients (row-major as in the trace; `None`: no gradient) and
     /// this loss; returns the momentum the step used and the phase decided after it.
     fn step(
@@ -482,6 +487,10 @@ impl<F: Scalar> ReplayTarget for CoreTarget<F> {
     }
     fn set_lr(&mut self, lr: f64) -> Result<()> {
         self.opt.set_lr(lr)
+    }
+    fn reset_lr(&mut self) -> Result<()> {
+        self.opt.reset_lr();
+        Ok(())
     }
     fn step(&mut self, _: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
         let grads = grads

@@ -217,3 +217,69 @@ fn a_state_whose_groups_do_not_fit_is_refused() {
         "{e}"
     );
 }
+
+/// The trace format's rule: a step's `lr` holds for that step only; a step without one runs
+/// every group at its configured rate. Checked against optimizers stepped by hand, with and
+/// without groups (found by the equivalence table's independent oracle when the rule was
+/// briefly "the last rate stays").
+#[test]
+fn a_step_without_lr_runs_at_the_configured_rate() {
+    use lcam_core::{DType, NamedTensor, Trace, TraceStep};
+    let config = LcamConfig::new(0.1, 1e-3, 0.9, 0.95).expect("config");
+    let p0 = vec![1.0, -0.5, 0.25];
+    let lrs = [Some(0.05), None, Some(0.02), None, None];
+    let steps: Vec<TraceStep> = lrs
+        .iter()
+        .enumerate()
+        .map(|(k, &lr)| TraceStep {
+            epoch: 0,
+            lr,
+            loss: 1.0 + (k as f64 * 0.7).sin(),
+            grads: vec![Some(vec![0.3, -0.2, 0.1]), Some(vec![0.5])],
+        })
+        .collect();
+    let params = vec![
+        NamedTensor {
+            name: "w".into(),
+            shape: vec![3],
+            data: p0.clone(),
+        },
+        NamedTensor {
+            name: "b".into(),
+            shape: vec![1],
+            data: vec![2.0],
+        },
+    ];
+    for groups in [vec![], vec![ParamGroup::new("b", vec![1]).with_lr(0.3)]] {
+        let trace = Trace::new(DType::F64, config, params.clone(), steps.clone())
+            .expect("trace")
+            .with_groups(groups.clone())
+            .expect("groups");
+        let got = trace.replay().expect("replay");
+        let shapes = vec![vec![3], vec![1]];
+        let mut opt = Lcam::with_groups(config, &shapes, &groups).expect("opt");
+        let mut ps = vec![arr(&p0), arr(&[2.0])];
+        for s in &steps {
+            match s.lr {
+                Some(lr) => opt.set_lr(lr).expect("lr"),
+                None => {
+                    // by hand: each group's configured rate
+                    for (g, name) in opt.groups().names().to_vec().iter().enumerate() {
+                        let lr = if name == "b" { 0.3 } else { 0.1 };
+                        opt.set_group_lr(g, lr).expect("lr");
+                    }
+                }
+            }
+            let grads: Vec<Option<ArrayD<f64>>> =
+                s.grads.iter().map(|g| g.as_ref().map(|g| arr(g))).collect();
+            opt.step(&mut ps, &grads, s.loss).expect("step");
+        }
+        let want: Vec<f64> = ps.iter().flat_map(|a| a.iter().copied()).collect();
+        let have: Vec<f64> = got
+            .params
+            .iter()
+            .flat_map(|t| t.data.iter().copied())
+            .collect();
+        assert_eq!(have, want, "groups {groups:?}");
+    }
+}

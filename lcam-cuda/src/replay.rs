@@ -36,6 +36,8 @@ struct Replayed<F: KernelScalar, T: Target<F>> {
     target: T,
     params: Vec<T::Tensor>,
     lens: Vec<usize>,
+    /// The trace's `config.lr`: the rate of a step that gives none.
+    config_lr: f64,
     _f: std::marker::PhantomData<F>,
 }
 
@@ -50,6 +52,9 @@ impl<F: KernelScalar, T: Target<F>> ReplayTarget for Replayed<F, T> {
     }
     fn set_lr(&mut self, lr: f64) -> Result<()> {
         self.target.set_lr(lr)
+    }
+    fn reset_lr(&mut self) -> Result<()> {
+        self.target.set_lr(self.config_lr)
     }
     fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
         let grads = grads
@@ -111,6 +116,7 @@ pub(crate) fn replay_on<F: KernelScalar, T: Target<F>>(
             target,
             params,
             lens: trace.params.iter().map(|p| p.data.len()).collect(),
+            config_lr: trace.config.lr,
             _f: std::marker::PhantomData,
         })
     })

@@ -465,6 +465,11 @@ impl Lcam {
         Ok(self.driver.set_lr(lr)?)
     }
 
+    /// Every group back to its configured rate (lcam-core's [`Driver::reset_lr`]).
+    pub fn reset_lr(&mut self) {
+        self.driver.reset_lr();
+    }
+
     /// Sets the learning rate of group `group` (an index into [`Groups::names`]).
     pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
         Ok(self.driver.set_group_lr(group, lr)?)

@@ -100,6 +100,10 @@ impl ReplayTarget for Target {
     fn set_lr(&mut self, lr: f64) -> Result<()> {
         self.opt.set_lr(lr)
     }
+    fn reset_lr(&mut self) -> Result<()> {
+        self.opt.reset_lr();
+        Ok(())
+    }
     fn step(&mut self, _: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
         let grads = grads
             .iter()
