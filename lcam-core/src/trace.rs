@@ -11,7 +11,12 @@
 //!  "steps": [{"epoch":0, "lr":0.1, "loss":2.30, "grads":[[...row-major...] | null, ...]}, ...]}
 //! ```
 //!
-//! `lr` is optional (default `config.lr`); a step whose `epoch` differs from the previous step's
+//! An optional `"groups"` list (parameter groups: `{"name", "params": [indices], "lr"?,
+//! "weight_decay"?, "dampening"?, "nesterov"?}`, see [`crate::ParamGroup`]) gives parameters
+//! their own options; one phase controller drives them all.
+//!
+//! `lr` is optional and holds for its step only (default: every group's configured rate, which
+//! is `config.lr` without groups); a step whose `epoch` differs from the previous step's
 //! starts a new epoch before its loss is observed (epochs never decrease); `null` means no
 //! gradient for that tensor on that step. A replay yields
 //! `{"format":"lcam-trajectory/1", "params":[…], "momenta":[…], "phases":[…]}`: the final
