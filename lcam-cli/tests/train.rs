@@ -449,6 +449,46 @@ mod burn {
         dropout_resume("burn", "model.bpk");
     }
 
+    /// `--no-decay bn,bias` on Burn: recorded in `config.json`, changes the run, survives a
+    /// resume bit for bit (the groups are in the optimizer record).
+    #[test]
+    fn no_decay_changes_the_run_and_resumes_identically() {
+        let d = data(CifarKind::Cifar10, 20);
+        let (full, part, plain) = (
+            tempfile::tempdir().expect("out"),
+            tempfile::tempdir().expect("out"),
+            tempfile::tempdir().expect("out"),
+        );
+        let nd = ["--no-decay", "bn,bias"];
+        let run = |out: &Path, extra: &[&str]| {
+            let o = train("burn", d.path(), out, extra);
+            assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
+        };
+        run(
+            full.path(),
+            &[&["--epochs", "2", "--force"][..], &nd].concat(),
+        );
+        run(plain.path(), &["--epochs", "2", "--force"]);
+        run(
+            part.path(),
+            &[&["--epochs", "1", "--force"][..], &nd].concat(),
+        );
+        run(
+            part.path(),
+            &[&["--epochs", "2", "--resume"][..], &nd].concat(),
+        );
+        let cfg = std::fs::read_to_string(full.path().join("config.json")).expect("config");
+        assert!(cfg.contains("\"no_decay\""), "{cfg}");
+        assert!(
+            checkpoint_file(part.path(), "model.bpk") == checkpoint_file(full.path(), "model.bpk"),
+            "resumed run differs"
+        );
+        assert!(
+            checkpoint_file(plain.path(), "model.bpk") != checkpoint_file(full.path(), "model.bpk"),
+            "--no-decay changed nothing"
+        );
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_run() {
         // Parameter ids are deterministic, so equal parameters give equal record bytes.

@@ -21,10 +21,10 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::module::{adaptive_avg_pool2d, batch_norm, batch_norm_train};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lcam_burn::LcamOptimizer;
+use lcam_burn::{BurnGroup, LcamOptimizer};
 use lcam_core::EpochStats;
 
-use super::args::RunConfig;
+use super::args::{NoDecay, RunConfig};
 use super::model::ModelSpec;
 use super::run::{EpochTotals, Trainer};
 use crate::data::loader::Batch;
@@ -203,6 +203,33 @@ pub struct Wrn {
 }
 
 impl Wrn {
+    /// The parameters `--no-decay` exempts from weight decay: batch-norm weights and biases
+    /// (`bn`), every bias (`bias`: batch norm's and the classifier's).
+    fn no_decay_ids(&self, classes: &[NoDecay]) -> Vec<ParamId> {
+        let (bn, bias) = (
+            classes.contains(&NoDecay::Bn),
+            classes.contains(&NoDecay::Bias),
+        );
+        let mut ids = Vec::new();
+        let norms = self
+            .blocks
+            .iter()
+            .flat_map(|b| [&b.bn1, &b.bn2])
+            .chain(std::iter::once(&self.bn));
+        for n in norms {
+            if bn {
+                ids.push(n.gamma.id);
+            }
+            if bn || bias {
+                ids.push(n.beta.id);
+            }
+        }
+        if bias && let Some(b) = &self.fc.bias {
+            ids.push(b.id);
+        }
+        ids
+    }
+
     /// Builds the network on `dev`, drawing its initial weights from the device's generator (in
     /// module order).
     pub fn new(dev: &Device, spec: ModelSpec, classes: usize, dropout: f64) -> Self {
@@ -343,7 +370,15 @@ impl BurnTrainer {
         let device = device(&cfg.device)?.autodiff();
         device.seed(cfg.seed);
         let model = Wrn::new(&device, cfg.model, cfg.dataset.classes(), cfg.dropout);
-        let opt = LcamOptimizer::new(cfg.lcam).context("optimizer settings")?;
+        let mut opt = LcamOptimizer::new(cfg.lcam).context("optimizer settings")?;
+        if !cfg.no_decay.is_empty() {
+            opt = opt
+                .with_groups(vec![
+                    BurnGroup::new("no_decay", model.no_decay_ids(&cfg.no_decay))
+                        .with_weight_decay(0.0),
+                ])
+                .context("--no-decay")?;
+        }
         Ok(Self {
             device,
             model: Some(model),
@@ -502,6 +537,25 @@ mod tests {
         static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
         LOCK.lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `--no-decay`: WRN-10-1 has 7 batch norms (2 per block, 1 final) and a classifier bias:
+    /// `bn` exempts their 14 tensors, `bias` the 7 shifts and the classifier bias, both 15 — the
+    /// tch backend's counts (`cli/train::tch::no_decay_…`).
+    #[test]
+    fn no_decay_picks_batch_norms_and_biases() {
+        let _serial = serial();
+        let m = Wrn::new(&Device::flex(), "wrn-10-1".parse().expect("spec"), 10, 0.0);
+        let n = |c: &[NoDecay]| {
+            let ids = m.no_decay_ids(c);
+            let unique: std::collections::BTreeSet<u64> = ids.iter().map(ParamId::val).collect();
+            assert_eq!(unique.len(), ids.len(), "{c:?}: an id twice");
+            ids.len()
+        };
+        assert_eq!(n(&[NoDecay::Bn]), 14);
+        assert_eq!(n(&[NoDecay::Bias]), 8);
+        assert_eq!(n(&[NoDecay::Bn, NoDecay::Bias]), 15);
+        assert_eq!(n(&[]), 0);
     }
 
     fn config(model: &str, dataset: CifarKind) -> RunConfig {
