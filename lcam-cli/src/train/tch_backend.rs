@@ -301,8 +301,9 @@ impl Trainer for TchTrainer {
         };
         #[cfg(feature = "cuda")]
         if let Some(fused) = &self.fused {
+            // One read of the device controller: the epoch's statistics come with it.
             let d = fused.diagnostics()?;
-            let stats = fused.epoch_stats()?;
+            let stats = d.epoch;
             if d.rejected_losses > self.rejected_seen {
                 bail!(
                     "non-finite batch loss in epoch {} ({} steps taken; the device skipped the step)",
