@@ -78,3 +78,5 @@ pub use replay::replay_on;
 
 /// Re-export of the lcam-core version this crate's API uses.
 pub use lcam_core;
+/// The group option builders (`with_weight_decay`, ...) of [`BurnGroup`].
+pub use lcam_core::GroupBuilder;

@@ -4,7 +4,7 @@ use burn::config::Config;
 use burn::module::{Module, ParamId};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::Tensor;
-use lcam_core::{Driver, EpochStats, Groups, LcamConfig, LcamError, Phase, PhasedMomentum};
+use lcam_core::{Driver, EpochStats, GroupBuilder, Groups, LcamConfig, Phase, PhasedMomentum};
 
 use crate::error::{LcamBurnError, Result};
 use crate::kernel::{LcamTensorOptimizer, LrFrom, ModuleKernel, SharedStep};
@@ -177,30 +177,14 @@ impl BurnGroup {
             options: lcam_core::ParamGroup::new(name, Vec::new()),
         }
     }
+}
 
-    /// This group's learning rate, used by [`LcamOptimizer::step_grouped`]
-    /// ([`LcamOptimizer::step`] gives every group the step's rate).
-    pub fn with_lr(mut self, lr: f64) -> Self {
-        self.options.lr = Some(lr);
-        self
-    }
-
-    /// This group's weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.options.weight_decay = Some(weight_decay);
-        self
-    }
-
-    /// This group's dampening.
-    pub fn with_dampening(mut self, dampening: f64) -> Self {
-        self.options.dampening = Some(dampening);
-        self
-    }
-
-    /// This group's Nesterov switch.
-    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
-        self.options.nesterov = Some(nesterov);
-        self
+/// `with_lr` (used by [`LcamOptimizer::step_grouped`]; [`LcamOptimizer::step`] gives every
+/// group the step's rate), `with_weight_decay`, `with_dampening`, `with_nesterov`
+/// (lcam-core's builders).
+impl GroupBuilder for BurnGroup {
+    fn options_mut(&mut self) -> &mut lcam_core::ParamGroup {
+        &mut self.options
     }
 }
 
@@ -217,44 +201,28 @@ impl LcamOptimizer {
     /// [`LcamOptimizer::lr`], each step bringing its own.
     pub fn new(config: LcamConfig) -> Result<Self> {
         let config = config.validate()?;
-        Ok(Self::assemble(config, PhasedMomentum::new(&config), None))
+        Ok(Self::assemble(config, PhasedMomentum::new(&config)))
     }
 
-    pub(crate) fn assemble(
-        config: LcamConfig,
-        controller: PhasedMomentum,
-        inner: Option<ModuleOptimizer>,
-    ) -> Self {
+    pub(crate) fn assemble(config: LcamConfig, controller: PhasedMomentum) -> Self {
         let mut driver = Driver::new(config, 1).unwrap_or_else(|_| unreachable!("validated"));
         // Cannot fail: the state comes from a controller of this configuration.
         let _ = driver.restore_controller(controller.state());
-        let mut optim = Self {
-            shared: shared_steps(&driver),
+        let shared = shared_steps(&driver);
+        let inner = module_optimizer(&driver, &shared, &[]);
+        Self {
+            shared,
             driver,
             ids: Vec::new(),
-            inner: ModuleOptimizer::from(LcamTensorOptimizer::new(
-                SharedStep::new(&config),
-                LrFrom::Driver,
-            )),
-        };
-        optim.inner = inner.unwrap_or_else(|| optim.fresh_inner());
-        optim
+            inner,
+        }
     }
 
     /// The optimizer with parameter groups (call it before the first step): each group's
     /// parameters take its options, the others the configuration's (group `default`). Errors
-    /// ([`LcamError::InvalidGroup`] naming the group and the parameter): a parameter in two
+    /// ([`lcam_core::LcamError::InvalidGroup`] naming the group and the parameter): a parameter in two
     /// groups, an empty group, an option out of range; a call after a step.
     pub fn with_groups(mut self, groups: Vec<BurnGroup>) -> Result<Self> {
-        if self.driver.epoch_stats().steps > 0 || self.driver.phase().is_some() {
-            return Err(LcamError::InvalidGroup {
-                group: groups
-                    .first()
-                    .map_or_else(String::new, |g| g.options.name.clone()),
-                message: "groups are set before the first step".into(),
-            }
-            .into());
-        }
         let mut ids: Vec<ParamId> = Vec::new();
         let core: Vec<lcam_core::ParamGroup> = groups
             .iter()
@@ -276,9 +244,8 @@ impl LcamOptimizer {
             })
             .collect();
         // One more parameter than listed: it stands for every parameter no group lists.
-        let driver = Driver::with_groups(*self.driver.config(), ids.len() + 1, &core)?;
-        self.shared = shared_steps(&driver);
-        self.driver = driver;
+        self.driver.regroup(ids.len() + 1, &core, false)?;
+        self.shared = shared_steps(&self.driver);
         self.ids = ids;
         self.inner = self.fresh_inner();
         Ok(self)
@@ -322,28 +289,9 @@ impl LcamOptimizer {
     /// A fresh internal `ModuleOptimizer` bound to this optimizer's groups: one per-tensor
     /// optimizer per group, each listed group's parameters matched by id (the record loader
     /// fills it).
+    /// A Burn optimizer with no momentum buffers yet, over this optimizer's groups.
     pub(crate) fn fresh_inner(&self) -> ModuleOptimizer {
-        let groups = self.driver.groups();
-        let last = groups.len() - 1;
-        let mut inner = ModuleOptimizer::from(LcamTensorOptimizer::new(
-            self.shared[last].clone(),
-            LrFrom::Driver,
-        ));
-        for g in 0..last {
-            let ids: Vec<ParamId> = groups
-                .of_param()
-                .iter()
-                .zip(&self.ids)
-                .filter(|(k, _)| **k == g)
-                .map(|(_, id)| *id)
-                .collect();
-            inner = inner.with_group(
-                burn::module::ParamGroup::from_ids(ids),
-                LcamTensorOptimizer::new(self.shared[g].clone(), LrFrom::Driver),
-                None,
-            );
-        }
-        inner
+        module_optimizer(&self.driver, &self.shared, &self.ids)
     }
 
     pub(crate) fn inner(&self) -> &ModuleOptimizer {
@@ -367,6 +315,8 @@ impl LcamOptimizer {
         grads: GradientsParams,
         loss: impl BatchLoss,
     ) -> std::result::Result<M, StepError<M>> {
+        // The loss is checked before the rate is set, so that a bad one changes nothing (the
+        // driver checks it again as the first act of its step).
         let checked = loss.to_f64().and_then(|loss| {
             self.driver.check_loss(loss)?;
             Ok(loss)
@@ -381,7 +331,7 @@ impl LcamOptimizer {
                 module,
             });
         }
-        self.step_grouped(module, grads, loss)
+        self.apply_step(module, grads, loss)
     }
 
     /// One LCAM step at each group's current learning rate ([`BurnGroup::with_lr`],
@@ -393,14 +343,19 @@ impl LcamOptimizer {
         grads: GradientsParams,
         loss: impl BatchLoss,
     ) -> std::result::Result<M, StepError<M>> {
-        let checked = loss.to_f64().and_then(|loss| {
-            self.driver.check_loss(loss)?;
-            Ok(loss)
-        });
-        let loss = match checked {
-            Ok(v) => v,
-            Err(error) => return Err(StepError { error, module }),
-        };
+        match loss.to_f64() {
+            Ok(loss) => self.apply_step(module, grads, loss),
+            Err(error) => Err(StepError { error, module }),
+        }
+    }
+
+    /// The driver's step (which checks the loss first) with Burn's optimizer as the kernel.
+    fn apply_step<M: Module>(
+        &mut self,
+        module: M,
+        grads: GradientsParams,
+        loss: f64,
+    ) -> std::result::Result<M, StepError<M>> {
         let inner = &mut self.inner;
         // Burn's rate argument is not read (each group's optimizer takes its own).
         let lr = self.driver.lr();
@@ -476,6 +431,32 @@ pub(crate) fn phased_step<M>(
         (Err(error), Some(module)) => Err(StepError { error, module }),
         (_, None) => unreachable!("the kernel hands the module back"),
     }
+}
+
+/// Burn's optimizer over `driver`'s groups: one [`LcamTensorOptimizer`] per listed group (its
+/// parameters of `ids`), the last (`default`) for every other parameter.
+fn module_optimizer(driver: &Driver, shared: &[SharedStep], ids: &[ParamId]) -> ModuleOptimizer {
+    let groups = driver.groups();
+    let last = groups.len() - 1;
+    let mut inner = ModuleOptimizer::from(LcamTensorOptimizer::new(
+        shared[last].clone(),
+        LrFrom::Driver,
+    ));
+    for (g, step) in shared.iter().enumerate().take(last) {
+        let ids: Vec<ParamId> = groups
+            .of_param()
+            .iter()
+            .zip(ids)
+            .filter(|(k, _)| **k == g)
+            .map(|(_, id)| *id)
+            .collect();
+        inner = inner.with_group(
+            burn::module::ParamGroup::from_ids(ids),
+            LcamTensorOptimizer::new(step.clone(), LrFrom::Driver),
+            None,
+        );
+    }
+    inner
 }
 
 /// One shared step-parameter cell per group of `driver`.

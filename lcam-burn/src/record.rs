@@ -235,7 +235,7 @@ impl LcamOptimizer {
             return Err(mismatch(format!("scalars.{id}.{RANK_LEAF}"), "missing"));
         }
 
-        let mut optim = LcamOptimizer::assemble(config, controller, None);
+        let mut optim = LcamOptimizer::assemble(config, controller);
         if let Some(g) = meta.groups {
             let ids = g.ids.into_iter().map(burn::module::ParamId::from).collect();
             optim

@@ -3,7 +3,7 @@
 use burn::module::{Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType as BurnDType, Device, Tensor, TensorData};
-use lcam_core::{DType, LcamError, Phase, ReplayTarget, Trace, Trajectory};
+use lcam_core::{DType, GroupBuilder, LcamError, Phase, ReplayTarget, Trace, Trajectory};
 
 use crate::error::{LcamBurnError, Result};
 use crate::optimizer::{BurnGroup, LcamOptimizer};
@@ -67,20 +67,7 @@ impl Target {
                     .groups
                     .iter()
                     .map(|g| {
-                        let mut group = BurnGroup::new(&g.name, g.params.iter().map(|&i| ids[i]));
-                        if let Some(v) = g.lr {
-                            group = group.with_lr(v);
-                        }
-                        if let Some(v) = g.weight_decay {
-                            group = group.with_weight_decay(v);
-                        }
-                        if let Some(v) = g.dampening {
-                            group = group.with_dampening(v);
-                        }
-                        if let Some(v) = g.nesterov {
-                            group = group.with_nesterov(v);
-                        }
-                        group
+                        BurnGroup::new(&g.name, g.params.iter().map(|&i| ids[i])).with_options_of(g)
                     })
                     .collect(),
             )?;

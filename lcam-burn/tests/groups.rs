@@ -5,7 +5,7 @@
 use burn::module::{Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Tensor, TensorData};
-use lcam_burn::{BurnGroup, LcamBurnError, LcamOptimizer};
+use lcam_burn::{BurnGroup, GroupBuilder, LcamBurnError, LcamOptimizer};
 use lcam_core::{LcamConfig, LcamError};
 
 fn module(device: &Device) -> Vec<Param<Tensor<1>>> {

@@ -50,28 +50,60 @@ impl ParamGroup {
             nesterov: None,
         }
     }
+}
+
+/// The option builders of a parameter group, written once for every adapter's group type
+/// ([`ParamGroup`] itself, lcam-tch's `Group`, lcam-burn's `BurnGroup`): a type that gives
+/// access to its [`ParamGroup`] options gets `with_lr`, `with_weight_decay`, `with_dampening`,
+/// `with_nesterov` and `with_options_of`.
+///
+/// ```
+/// use lcam_core::{GroupBuilder, ParamGroup};
+/// let g = ParamGroup::new("no_decay", vec![1, 3]).with_weight_decay(0.0).with_lr(0.05);
+/// assert_eq!((g.weight_decay, g.lr, g.dampening), (Some(0.0), Some(0.05), None));
+/// ```
+pub trait GroupBuilder: Sized {
+    /// The options this group sets (an adapter's selector decides its parameters).
+    fn options_mut(&mut self) -> &mut ParamGroup;
 
     /// This group's learning rate.
-    pub fn with_lr(mut self, lr: f64) -> Self {
-        self.lr = Some(lr);
+    fn with_lr(mut self, lr: f64) -> Self {
+        self.options_mut().lr = Some(lr);
         self
     }
 
     /// This group's weight decay (`0.0`: no decay, e.g. for batch-norm weights and biases).
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.weight_decay = Some(weight_decay);
+    fn with_weight_decay(mut self, weight_decay: f64) -> Self {
+        self.options_mut().weight_decay = Some(weight_decay);
         self
     }
 
     /// This group's dampening.
-    pub fn with_dampening(mut self, dampening: f64) -> Self {
-        self.dampening = Some(dampening);
+    fn with_dampening(mut self, dampening: f64) -> Self {
+        self.options_mut().dampening = Some(dampening);
         self
     }
 
     /// This group's Nesterov switch.
-    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
-        self.nesterov = Some(nesterov);
+    fn with_nesterov(mut self, nesterov: bool) -> Self {
+        self.options_mut().nesterov = Some(nesterov);
+        self
+    }
+
+    /// Every option of `g`, set or not (not its name or parameters): how a trace's groups
+    /// become an adapter's.
+    fn with_options_of(mut self, g: &ParamGroup) -> Self {
+        let o = self.options_mut();
+        o.lr = g.lr;
+        o.weight_decay = g.weight_decay;
+        o.dampening = g.dampening;
+        o.nesterov = g.nesterov;
+        self
+    }
+}
+
+impl GroupBuilder for ParamGroup {
+    fn options_mut(&mut self) -> &mut ParamGroup {
         self
     }
 }
@@ -359,7 +391,7 @@ pub trait StepKernel {
 /// observe the loss and decide the next step's momentum, report what was used and decided.
 ///
 /// ```
-/// use lcam_core::{Driver, LcamConfig, LcamError, ParamGroup, StepKernel, StepParams};
+/// use lcam_core::{Driver, GroupBuilder, LcamConfig, LcamError, ParamGroup, StepKernel, StepParams};
 ///
 /// /// Two scalar parameters: `w` (decayed) and `b` (group `no_decay`).
 /// struct Scalars { p: [f64; 2], g: [f64; 2], b: [Option<f64>; 2], group_of: Vec<usize> }
@@ -428,6 +460,30 @@ impl Driver {
             controller: PhasedMomentum::new(&config),
             config,
         })
+    }
+
+    /// Replaces the groups over `n_params` parameters (see [`Groups::resolve`]), keeping the
+    /// configuration and the controller: only before the first step. `holds_state`: the
+    /// adapter already holds momentum buffers (e.g. loaded from a state file), which also
+    /// refuses. Errors: [`LcamError::InvalidGroup`] naming the (first) group.
+    pub fn regroup(
+        &mut self,
+        n_params: usize,
+        groups: &[ParamGroup],
+        holds_state: bool,
+    ) -> Result<()> {
+        if holds_state
+            || self.controller.epoch_stats().steps > 0
+            || self.controller.phase().is_some()
+        {
+            return Err(group_err(
+                groups.first().map_or("", |g| g.name.as_str()),
+                "groups are set before the first step".into(),
+            ));
+        }
+        self.groups = Groups::resolve(&self.config, n_params, groups)?;
+        self.base_lrs = lrs(&self.groups);
+        Ok(())
     }
 
     /// A driver continuing from saved parts (a state file): the configuration, the groups (as

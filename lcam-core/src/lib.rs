@@ -52,7 +52,9 @@ pub mod trace;
 
 pub use config::LcamConfig;
 pub use controller::{ControllerState, EpochStats, Phase, PhasedMomentum};
-pub use driver::{DEFAULT_GROUP, Driver, GroupOptions, Groups, ParamGroup, StepKernel};
+pub use driver::{
+    DEFAULT_GROUP, Driver, GroupBuilder, GroupOptions, Groups, ParamGroup, StepKernel,
+};
 pub use error::{LcamError, Result};
 pub use math::{
     Scalar, StepParams, UpdateTensor, fused_update_slices, sgd_update, sgd_update_all,

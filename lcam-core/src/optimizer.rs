@@ -188,7 +188,7 @@ impl<F: Scalar> Lcam<F> {
     /// the parameters no group lists form the group `default`, see [`Groups::resolve`]).
     ///
     /// ```
-    /// use lcam_core::{Lcam, LcamConfig, ParamGroup};
+    /// use lcam_core::{GroupBuilder, Lcam, LcamConfig, ParamGroup};
     /// // weights 0 and 2 decay, biases 1 and 3 do not
     /// let shapes = vec![vec![4, 3], vec![4], vec![2, 4], vec![2]];
     /// let opt = Lcam::<f32>::with_groups(

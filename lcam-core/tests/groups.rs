@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use lcam_core::ndarray::{ArrayD, IxDyn};
-use lcam_core::{Groups, Lcam, LcamConfig, LcamError, LcamState, ParamGroup, load_fixtures};
+use lcam_core::{
+    GroupBuilder, Groups, Lcam, LcamConfig, LcamError, LcamState, ParamGroup, load_fixtures,
+};
 
 fn fixtures() -> Vec<lcam_core::Fixture> {
     load_fixtures(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups"))
@@ -282,4 +284,38 @@ fn a_step_without_lr_runs_at_the_configured_rate() {
             .collect();
         assert_eq!(have, want, "groups {groups:?}");
     }
+}
+
+/// `Driver::regroup` (what every adapter's `with_groups` calls): groups before the first step,
+/// the controller kept; after a step, or when the adapter holds buffers, `InvalidGroup` naming
+/// the group, and nothing changes.
+#[test]
+fn groups_are_set_before_the_first_step_only() {
+    use lcam_core::{Driver, StepKernel, StepParams};
+    struct Nothing;
+    impl StepKernel for Nothing {
+        type Error = LcamError;
+        fn apply(&mut self, _: &[StepParams]) -> Result<(), LcamError> {
+            Ok(())
+        }
+    }
+    let config = LcamConfig::cifar10();
+    let groups = [ParamGroup::new("no_decay", vec![1]).with_weight_decay(0.0)];
+    let mut d = Driver::new(config, 3).expect("driver");
+    d.regroup(3, &groups, false).expect("before any step");
+    assert_eq!(d.groups().names(), ["no_decay", "default"]);
+    assert_eq!(d.groups().options()[0].weight_decay, 0.0);
+    let refused = |d: &mut Driver, holds: bool| {
+        let before = d.clone();
+        let e = d.regroup(3, &groups, holds).expect_err("refused");
+        assert!(
+            matches!(&e, LcamError::InvalidGroup { group, message }
+                if group == "no_decay" && message == "groups are set before the first step"),
+            "{e}"
+        );
+        assert_eq!(format!("{d:?}"), format!("{before:?}"), "nothing changed");
+    };
+    refused(&mut d, true);
+    d.step(1.5, &mut Nothing).expect("step");
+    refused(&mut d, false);
 }

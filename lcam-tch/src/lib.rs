@@ -71,7 +71,7 @@ pub use optimizer::{Group, Lcam, Loss};
 pub use replay::replay;
 pub use state::{CoreScalar, STATE_FORMAT, STATE_FORMAT_V1};
 
-pub use lcam_core::{EpochStats, Groups, LcamConfig, Phase, StepReport};
+pub use lcam_core::{EpochStats, GroupBuilder, Groups, LcamConfig, Phase, StepReport};
 
 /// Re-export of the tch version this crate's API uses.
 pub use tch;

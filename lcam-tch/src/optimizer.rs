@@ -3,8 +3,8 @@
 use std::collections::HashSet;
 
 use lcam_core::{
-    Driver, EpochStats, Groups, LcamConfig, LcamError, ParamGroup, Phase, PhasedMomentum,
-    StepKernel, StepParams, StepReport, sgd_update,
+    Driver, EpochStats, GroupBuilder, Groups, LcamConfig, LcamError, ParamGroup, Phase,
+    PhasedMomentum, StepKernel, StepParams, StepReport, sgd_update,
 };
 use tch::{Device, Kind, Tensor, nn};
 
@@ -116,6 +116,7 @@ enum Select {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let vs = nn::VarStore::new(Device::Cpu);
 /// let _net = nn::linear(vs.root() / "fc", 4, 2, Default::default());
+/// use lcam_tch::GroupBuilder as _; // with_weight_decay, with_lr, ...
 /// let opt = lcam_tch::Lcam::new(&vs, lcam_tch::LcamConfig::cifar10())?.with_groups(vec![
 ///     lcam_tch::Group::matching("no_decay", |name| name.ends_with(".bias")).with_weight_decay(0.0),
 /// ])?;
@@ -138,6 +139,13 @@ impl std::fmt::Debug for Group {
             .field("select", &select)
             .field("options", &self.options)
             .finish()
+    }
+}
+
+/// `with_lr`, `with_weight_decay`, `with_dampening`, `with_nesterov` (lcam-core's builders).
+impl GroupBuilder for Group {
+    fn options_mut(&mut self) -> &mut ParamGroup {
+        &mut self.options
     }
 }
 
@@ -164,38 +172,6 @@ impl Group {
             select: Select::Matching(Box::new(pred)),
             options: ParamGroup::new(group, Vec::new()),
         }
-    }
-
-    /// This group's learning rate.
-    pub fn with_lr(mut self, lr: f64) -> Self {
-        self.options.lr = Some(lr);
-        self
-    }
-
-    /// This group's weight decay.
-    pub fn with_weight_decay(mut self, weight_decay: f64) -> Self {
-        self.options.weight_decay = Some(weight_decay);
-        self
-    }
-
-    /// This group's dampening.
-    pub fn with_dampening(mut self, dampening: f64) -> Self {
-        self.options.dampening = Some(dampening);
-        self
-    }
-
-    /// This group's Nesterov switch.
-    pub fn with_nesterov(mut self, nesterov: bool) -> Self {
-        self.options.nesterov = Some(nesterov);
-        self
-    }
-
-    /// Takes `g`'s options (not its parameters).
-    pub(crate) fn set_options(&mut self, g: &ParamGroup) {
-        self.options = ParamGroup {
-            params: Vec::new(),
-            ..g.clone()
-        };
     }
 
     /// The core group over `names` (the optimizer's parameter names, in order).
@@ -403,24 +379,13 @@ impl Lcam {
     /// has, a group that picks nothing, a parameter in two groups, an option out of range; a
     /// call after a step.
     pub fn with_groups(mut self, groups: Vec<Group>) -> Result<Self> {
-        if self.driver.epoch_stats().steps > 0
-            || self.driver.controller().phase().is_some()
-            || self.slots.iter().any(|s| s.buffer.is_some())
-        {
-            return Err(LcamError::InvalidGroup {
-                group: groups
-                    .first()
-                    .map_or_else(String::new, |g| g.options.name.clone()),
-                message: "groups are set before the first step".into(),
-            }
-            .into());
-        }
         let names: Vec<&str> = self.slots.iter().map(|s| s.name.as_str()).collect();
         let resolved = groups
             .iter()
             .map(|g| g.resolve(&names))
             .collect::<Result<Vec<_>>>()?;
-        self.driver = Driver::with_groups(*self.driver.config(), names.len(), &resolved)?;
+        let holds_state = self.slots.iter().any(|s| s.buffer.is_some());
+        self.driver.regroup(names.len(), &resolved, holds_state)?;
         Ok(self)
     }
 

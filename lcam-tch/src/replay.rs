@@ -1,6 +1,6 @@
 //! [`replay`]: a trace (`lcam-trace/1`) replayed with the tch optimizer.
 
-use lcam_core::{DType, Phase, ReplayTarget, Trace, Trajectory};
+use lcam_core::{DType, GroupBuilder, Phase, ReplayTarget, Trace, Trajectory};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
@@ -73,11 +73,7 @@ impl Target {
             let groups = trace
                 .groups
                 .iter()
-                .map(|g| {
-                    let mut group = Group::indices(&g.name, g.params.iter().copied());
-                    group.set_options(g);
-                    group
-                })
+                .map(|g| Group::indices(&g.name, g.params.iter().copied()).with_options_of(g))
                 .collect();
             opt.with_groups(groups)?
         };

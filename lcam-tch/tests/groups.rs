@@ -2,7 +2,7 @@
 //! (closed form), bad groups typed errors naming the group and the parameter. PyTorch's
 //! param-group fixtures replay bit-exactly through `golden.rs`.
 
-use lcam_tch::{Error, Group, Lcam, LcamConfig};
+use lcam_tch::{Error, Group, GroupBuilder, Lcam, LcamConfig};
 use tch::{Device, Kind, Tensor, nn};
 
 fn store() -> nn::VarStore {

@@ -21,7 +21,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::module::{adaptive_avg_pool2d, batch_norm, batch_norm_train};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use lcam_burn::{BurnGroup, LcamOptimizer};
+use lcam_burn::{BurnGroup, GroupBuilder, LcamOptimizer};
 use lcam_core::EpochStats;
 
 use super::args::{NoDecay, RunConfig};
