@@ -213,10 +213,9 @@ fn a_diverging_run_stops_at_the_first_non_finite_loss_with_one_error() {
     assert!(!out.path().join("LATEST").exists());
 }
 
-/// `--no-decay` builds a parameter group: not with `--step cuda` (lcam-cuda has none yet); an
-/// unknown class is a usage error.
+/// `--no-decay` builds a parameter group: an unknown class is a usage error.
 #[test]
-fn no_decay_with_the_cuda_step_or_an_unknown_class_is_one_error() {
+fn no_decay_with_an_unknown_class_is_a_usage_error() {
     let d = data();
     let out = tempfile::tempdir().expect("out");
     let base = |backend: &'static str, extra: &[&'static str]| {
@@ -232,11 +231,6 @@ fn no_decay_with_the_cuda_step_or_an_unknown_class_is_one_error() {
         a.extend_from_slice(extra);
         lcam(&a)
     };
-    let o = base(
-        "tch",
-        &["--no-decay", "bn", "--step", "cuda", "--device", "cuda"],
-    );
-    assert_one_error(&o, 1, "--no-decay needs --step native", "cuda step");
     let o = base("tch", &["--no-decay", "bn,weights"]);
     assert_eq!(
         o.status.code(),

@@ -18,6 +18,19 @@ struct LcamTensor {
     unsigned long long len;         // elements
     unsigned long long first_chunk; // chunks of all earlier entries (prefix sum)
     unsigned long long slot;        // index of this tensor's `has_buf` flag
+    unsigned long long group;       // index of its parameter group in `LcamGroups`
+};
+
+// The most parameter groups one optimizer may have (their scalars travel by value in the
+// launch: no transfer, no synchronisation when a learning rate changes).
+#define LCAM_MAX_GROUPS 8
+
+// Each group's step parameters (`GroupScalars` in src/layout.rs), passed by value.
+struct LcamGroups {
+    double lr[LCAM_MAX_GROUPS];
+    double wd[LCAM_MAX_GROUPS];
+    double one_minus_dampening[LCAM_MAX_GROUPS];
+    int nesterov[LCAM_MAX_GROUPS];
 };
 
 // The phase controller of SPEC §2, resident in device memory (`DeviceController` in Rust).
@@ -84,8 +97,7 @@ __device__ __forceinline__ void lcam_step(const LcamTensor *table, unsigned long
                                           unsigned long long chunk,
                                           const unsigned int *has_buf,
                                           const LcamController *ctl, const void *loss,
-                                          int loss_is_f64, double lr, double wd,
-                                          double one_minus_dampening, int nesterov) {
+                                          int loss_is_f64, const LcamGroups &groups) {
     if (!lcam_accepts(ctl, lcam_load_loss(loss, loss_is_f64))) {
         return;
     }
@@ -108,6 +120,11 @@ __device__ __forceinline__ void lcam_step(const LcamTensor *table, unsigned long
             end = e.len;
         }
         const bool hb = has_buf[e.slot] != 0;
+        const unsigned long long g = e.group;
+        const double lr = groups.lr[g];
+        const double wd = groups.wd[g];
+        const double one_minus_dampening = groups.one_minus_dampening[g];
+        const int nesterov = groups.nesterov[g];
         for (unsigned long long i = start + threadIdx.x; i < end; i += blockDim.x) {
             lcam_update<T>((T *)e.param, (const T *)e.grad, (T *)e.buf, i, hb, mu, lr, wd,
                            one_minus_dampening, nesterov);
@@ -119,20 +136,18 @@ extern "C" __global__ void lcam_step_f32(const LcamTensor *table, unsigned long 
                                          unsigned long long total_chunks,
                                          unsigned long long chunk, const unsigned int *has_buf,
                                          const LcamController *ctl, const void *loss,
-                                         int loss_is_f64, double lr, double wd,
-                                         double one_minus_dampening, int nesterov) {
-    lcam_step<float>(table, n_tensors, total_chunks, chunk, has_buf, ctl, loss, loss_is_f64, lr,
-                     wd, one_minus_dampening, nesterov);
+                                         int loss_is_f64, LcamGroups groups) {
+    lcam_step<float>(table, n_tensors, total_chunks, chunk, has_buf, ctl, loss, loss_is_f64,
+                     groups);
 }
 
 extern "C" __global__ void lcam_step_f64(const LcamTensor *table, unsigned long long n_tensors,
                                          unsigned long long total_chunks,
                                          unsigned long long chunk, const unsigned int *has_buf,
                                          const LcamController *ctl, const void *loss,
-                                         int loss_is_f64, double lr, double wd,
-                                         double one_minus_dampening, int nesterov) {
-    lcam_step<double>(table, n_tensors, total_chunks, chunk, has_buf, ctl, loss, loss_is_f64, lr,
-                      wd, one_minus_dampening, nesterov);
+                                         int loss_is_f64, LcamGroups groups) {
+    lcam_step<double>(table, n_tensors, total_chunks, chunk, has_buf, ctl, loss, loss_is_f64,
+                      groups);
 }
 
 // After the step, one thread: marks the stepped tensors as having a buffer (when the step used

@@ -28,12 +28,12 @@
 
 use std::ffi::c_void;
 
-use lcam_core::{LcamConfig, LcamState};
+use lcam_core::{Driver, Groups, LcamConfig, LcamState, ParamGroup};
 
 use crate::error::Result;
 use crate::layout::{
-    DeviceController, Diagnostics, KernelScalar, LaunchShape, LossScalar, StepPointers,
-    StepScalars, TensorEntry, build_table, check_len, check_lr,
+    DeviceController, Diagnostics, GroupScalars, KernelScalar, LaunchShape, LossScalar,
+    StepPointers, TensorEntry, build_table, check_len, regrouped,
 };
 use crate::state;
 
@@ -48,10 +48,7 @@ type StepFn = unsafe extern "C" fn(
     *const DeviceController,
     *const c_void,
     i32,
-    f64,
-    f64,
-    f64,
-    i32,
+    GroupScalars,
 );
 
 unsafe extern "C" {
@@ -66,10 +63,7 @@ unsafe extern "C" {
         ctl: *const DeviceController,
         loss: *const c_void,
         loss_is_f64: i32,
-        lr: f64,
-        wd: f64,
-        one_minus_dampening: f64,
-        nesterov: i32,
+        groups: GroupScalars,
     );
     fn lcam_emu_step_f64(
         grid: u32,
@@ -82,10 +76,7 @@ unsafe extern "C" {
         ctl: *const DeviceController,
         loss: *const c_void,
         loss_is_f64: i32,
-        lr: f64,
-        wd: f64,
-        one_minus_dampening: f64,
-        nesterov: i32,
+        groups: GroupScalars,
     );
     fn lcam_emu_observe(
         ctl: *mut DeviceController,
@@ -98,14 +89,21 @@ unsafe extern "C" {
     fn lcam_emu_start_epoch(ctl: *mut DeviceController);
     fn lcam_emu_sizeof_tensor() -> u64;
     fn lcam_emu_sizeof_controller() -> u64;
+    fn lcam_emu_sizeof_groups() -> u64;
 }
 
-/// `sizeof(LcamTensor)` and `sizeof(LcamController)` as the C++ compiler laid them out (the
-/// tests check them against the Rust mirrors).
-pub fn c_struct_sizes() -> (usize, usize) {
+/// `sizeof(LcamTensor)`, `sizeof(LcamController)` and `sizeof(LcamGroups)` as the C++
+/// compiler laid them out (the tests check them against the Rust mirrors).
+pub fn c_struct_sizes() -> (usize, usize, usize) {
     // SAFETY: argument-less functions returning a constant.
-    let (t, c) = unsafe { (lcam_emu_sizeof_tensor(), lcam_emu_sizeof_controller()) };
-    (t as usize, c as usize)
+    let (t, c, g) = unsafe {
+        (
+            lcam_emu_sizeof_tensor(),
+            lcam_emu_sizeof_controller(),
+            lcam_emu_sizeof_groups(),
+        )
+    };
+    (t as usize, c as usize, g as usize)
 }
 
 fn step_fn<F: KernelScalar>() -> StepFn {
@@ -120,7 +118,10 @@ fn step_fn<F: KernelScalar>() -> StepFn {
 /// [`crate::CudaLcam`], with `Vec`s for device memory; parameters are flat (row-major).
 #[derive(Debug, Clone)]
 pub struct HostLcam<F: KernelScalar> {
-    config: LcamConfig,
+    /// Configuration, groups and learning rates (the phase is decided by the kernels).
+    driver: Driver,
+    /// Whether a step ran or buffers were loaded (groups are set before).
+    started: bool,
     shapes: Vec<Vec<usize>>,
     lens: Vec<usize>,
     buffers: Vec<Vec<F>>,
@@ -132,11 +133,12 @@ pub struct HostLcam<F: KernelScalar> {
 impl<F: KernelScalar> HostLcam<F> {
     /// An optimizer for parameters of `shapes`, after validating `config`.
     pub fn new(config: LcamConfig, shapes: &[Vec<usize>]) -> Result<Self> {
-        let config = config.validate()?;
+        let driver = Driver::new(config, shapes.len())?;
         let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
         Ok(Self {
-            ctl: DeviceController::new(&config, None)?,
-            config,
+            ctl: DeviceController::new(driver.config(), None)?,
+            driver,
+            started: false,
             buffers: lens.iter().map(|&n| vec![F::default(); n]).collect(),
             has_buf: vec![0; lens.len()],
             shapes: shapes.to_vec(),
@@ -152,16 +154,43 @@ impl<F: KernelScalar> HostLcam<F> {
         Ok(self)
     }
 
-    /// The configuration (its `lr` is the current learning rate).
-    pub fn config(&self) -> &LcamConfig {
-        &self.config
+    /// The optimizer with parameter groups (before the first step), as
+    /// [`crate::CudaLcam::with_groups`].
+    pub fn with_groups(mut self, groups: &[ParamGroup]) -> Result<Self> {
+        self.set_groups(groups)?;
+        Ok(self)
     }
 
-    /// Sets the learning rate of the following steps.
-    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        check_lr(lr)?;
-        self.config.lr = lr;
+    /// Sets the parameter groups in place (before the first step), as
+    /// [`Self::with_groups`]; on error nothing changes.
+    pub fn set_groups(&mut self, groups: &[ParamGroup]) -> Result<()> {
+        self.driver = regrouped(&self.driver, self.lens.len(), groups, self.started)?;
         Ok(())
+    }
+
+    /// The configuration (its `lr` is the current learning rate).
+    pub fn config(&self) -> &LcamConfig {
+        self.driver.config()
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &Groups {
+        self.driver.groups()
+    }
+
+    /// Sets every group's learning rate for the following steps.
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        Ok(self.driver.set_lr(lr)?)
+    }
+
+    /// Sets group `group`'s learning rate (an index into [`Groups::names`]).
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        Ok(self.driver.set_group_lr(group, lr)?)
+    }
+
+    /// Every group back to its configured learning rate.
+    pub fn reset_lr(&mut self) {
+        self.driver.reset_lr();
     }
 
     /// Starts a new epoch (the epoch-reset kernel; a no-op while the epoch observed nothing).
@@ -211,8 +240,10 @@ impl<F: KernelScalar> HostLcam<F> {
                 .map(|b| b.as_mut_ptr() as u64)
                 .collect(),
         };
-        let (table, total_chunks) = build_table(&self.lens, &ptrs, self.launch.chunk)?;
-        let s = StepScalars::new(&self.config);
+        let groups = self.driver.groups();
+        let (table, total_chunks) =
+            build_table(&self.lens, groups.of_param(), &ptrs, self.launch.chunk)?;
+        let scalars = GroupScalars::of(groups)?;
         let loss_ptr = (loss as *const L).cast::<c_void>();
         // SAFETY: every address in `table` points into a live, distinct allocation of `len`
         // elements of `F` (checked above), `params` and `self.buffers` are exclusively
@@ -229,10 +260,7 @@ impl<F: KernelScalar> HostLcam<F> {
                 &self.ctl,
                 loss_ptr,
                 L::IS_F64,
-                s.lr,
-                s.weight_decay,
-                s.one_minus_dampening,
-                s.nesterov,
+                scalars,
             );
             lcam_emu_observe(
                 &mut self.ctl,
@@ -243,6 +271,7 @@ impl<F: KernelScalar> HostLcam<F> {
                 L::IS_F64,
             );
         }
+        self.started = true;
         Ok(())
     }
 
@@ -267,18 +296,31 @@ impl<F: KernelScalar> HostLcam<F> {
             .into_iter()
             .map(|b| b.map(<[F]>::to_vec))
             .collect();
-        state::save(&self.config, &self.ctl, &self.shapes, buffers)
+        state::save(
+            self.driver.config(),
+            self.driver.groups(),
+            &self.ctl,
+            &self.shapes,
+            buffers,
+        )
     }
 
     /// Restores an optimizer for parameters of `shapes` (validated as lcam-core does).
     pub fn from_state(state: &LcamState<F>, shapes: &[Vec<usize>]) -> Result<Self> {
         let loaded = state::load(state, shapes)?;
         let mut opt = Self::new(loaded.config, shapes)?;
+        opt.driver = Driver::from_parts(
+            loaded.config,
+            loaded.groups,
+            shapes.len(),
+            loaded.controller.state(),
+        )?;
         opt.ctl = loaded.controller;
         for (i, b) in loaded.buffers.into_iter().enumerate() {
             if let Some(b) = b {
                 opt.buffers[i] = b;
                 opt.has_buf[i] = 1;
+                opt.started = true;
             }
         }
         Ok(opt)

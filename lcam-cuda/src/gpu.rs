@@ -2,21 +2,42 @@
 #![allow(unsafe_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use cudarc::driver::sys::CUdeviceptr;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
     PushKernelArg,
 };
-use lcam_core::{LcamConfig, LcamState};
+use lcam_core::{Driver, Groups, LcamConfig, LcamState, ParamGroup};
 
 use crate::error::{LcamCudaError, Result};
 use crate::layout::{
-    DeviceController, Diagnostics, KernelScalar, LaunchShape, LossScalar, StepPointers,
-    StepScalars, TensorEntry, build_table, check_len, check_lr,
+    DeviceController, Diagnostics, GroupScalars, KernelScalar, LaunchShape, LossScalar,
+    StepPointers, TensorEntry, build_table, check_len, regrouped,
 };
 use crate::nvrtc;
 use crate::state;
+
+/// Device-to-host reads made by [`CudaLcam`] in this process.
+static HOST_READS: AtomicU64 = AtomicU64::new(0);
+
+/// How many device-to-host reads [`CudaLcam`] has made in this process so far — each one
+/// waits for the stream, so it is a host synchronisation: one per [`CudaLcam::diagnostics`],
+/// one per buffer (plus two) per [`CudaLcam::state`]. [`CudaLcam::step`] makes none; the GPU
+/// check (`gpu_bench`) asserts that over a 100-step loop.
+pub fn host_reads() -> u64 {
+    HOST_READS.load(Ordering::Relaxed)
+}
+
+/// A device-to-host copy, counted by [`host_reads`].
+fn read_back<T: cudarc::driver::DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    src: &CudaSlice<T>,
+) -> Result<Vec<T>> {
+    HOST_READS.fetch_add(1, Ordering::Relaxed);
+    Ok(stream.clone_dtoh(src)?)
+}
 
 /// The default stream of GPU `ordinal`, after checking that the driver library loads (a
 /// typed [`LcamCudaError::LibraryMissing`] instead of cudarc's panic).
@@ -31,6 +52,9 @@ pub fn default_stream(ordinal: usize) -> Result<Arc<CudaStream>> {
 /// device; a step never synchronises with the host. [`CudaLcam::diagnostics`] and
 /// [`CudaLcam::state`] read back on request.
 ///
+/// The configuration, the parameter groups and the learning rates are lcam-core's
+/// [`Driver`]'s; each group's scalars travel by value in the step launch (at most
+/// [`crate::MAX_GROUPS`] groups), the controller is the device's (the driver's stays unused).
 /// The pointer table is copied to the device only when it changes (the first step, or when
 /// the set of gradients or their addresses change).
 ///
@@ -54,7 +78,10 @@ pub struct CudaLcam<F: KernelScalar> {
     step_fn: CudaFunction,
     observe_fn: CudaFunction,
     epoch_fn: CudaFunction,
-    config: LcamConfig,
+    /// Configuration, groups and learning rates (the phase is decided on the device).
+    driver: Driver,
+    /// Whether a step was queued or buffers were loaded (groups are set before).
+    started: bool,
     shapes: Vec<Vec<usize>>,
     lens: Vec<usize>,
     buffers: Vec<CudaSlice<F>>,
@@ -70,7 +97,8 @@ impl<F: KernelScalar> CudaLcam<F> {
     /// `config`, compiles the kernels with NVRTC for the device's architecture, and allocates
     /// the (zeroed) momentum buffers and the controller.
     pub fn new(stream: Arc<CudaStream>, config: LcamConfig, shapes: &[Vec<usize>]) -> Result<Self> {
-        let config = config.validate()?;
+        let driver = Driver::new(config, shapes.len())?;
+        let config = *driver.config();
         let ctx = stream.context().clone();
         let (major, minor) = ctx.compute_capability()?;
         let arch = nvrtc::arch_for(major, minor).ok_or_else(|| LcamCudaError::Compile {
@@ -94,7 +122,8 @@ impl<F: KernelScalar> CudaLcam<F> {
             uploaded: None,
             buffers,
             ctl,
-            config,
+            driver,
+            started: false,
             shapes: shapes.to_vec(),
             lens,
             launch: LaunchShape::default(),
@@ -113,16 +142,45 @@ impl<F: KernelScalar> CudaLcam<F> {
         &self.stream
     }
 
-    /// The configuration (its `lr` is the current learning rate).
-    pub fn config(&self) -> &LcamConfig {
-        &self.config
+    /// The optimizer with parameter groups (before the first step): lcam-core's
+    /// [`Driver::regroup`] — per-group learning rate, weight decay, dampening and Nesterov, one
+    /// phase for all. At most [`crate::MAX_GROUPS`] groups, `default` included.
+    pub fn with_groups(mut self, groups: &[ParamGroup]) -> Result<Self> {
+        self.set_groups(groups)?;
+        Ok(self)
     }
 
-    /// Sets the learning rate of the following steps (a kernel argument: no transfer).
-    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
-        check_lr(lr)?;
-        self.config.lr = lr;
+    /// Sets the parameter groups in place (before the first step), as
+    /// [`Self::with_groups`]; on error nothing changes.
+    pub fn set_groups(&mut self, groups: &[ParamGroup]) -> Result<()> {
+        self.driver = regrouped(&self.driver, self.lens.len(), groups, self.started)?;
         Ok(())
+    }
+
+    /// The configuration (its `lr` is the current learning rate).
+    pub fn config(&self) -> &LcamConfig {
+        self.driver.config()
+    }
+
+    /// The parameter groups.
+    pub fn groups(&self) -> &Groups {
+        self.driver.groups()
+    }
+
+    /// Sets every group's learning rate for the following steps (a kernel argument: no
+    /// transfer).
+    pub fn set_lr(&mut self, lr: f64) -> Result<()> {
+        Ok(self.driver.set_lr(lr)?)
+    }
+
+    /// Sets group `group`'s learning rate (an index into [`Groups::names`]).
+    pub fn set_group_lr(&mut self, group: usize, lr: f64) -> Result<()> {
+        Ok(self.driver.set_group_lr(group, lr)?)
+    }
+
+    /// Every group back to its configured learning rate.
+    pub fn reset_lr(&mut self) {
+        self.driver.reset_lr();
     }
 
     /// Queues the epoch-reset kernel (a no-op on the device while the epoch observed nothing).
@@ -246,13 +304,15 @@ impl<F: KernelScalar> CudaLcam<F> {
             guards.push(g);
         }
         let ptrs = StepPointers { param, grad, buf };
-        let (table, total_chunks) = build_table(&self.lens, &ptrs, self.launch.chunk)?;
+        let groups = self.driver.groups();
+        let (table, total_chunks) =
+            build_table(&self.lens, groups.of_param(), &ptrs, self.launch.chunk)?;
+        let scalars = GroupScalars::of(groups)?;
         if !table.is_empty() && self.uploaded.as_ref() != Some(&table) {
             stream.memcpy_htod(&table, &mut self.table)?;
             self.uploaded = Some(table.clone());
         }
         let n_tensors = table.len() as u64;
-        let s = StepScalars::new(&self.config);
         if total_chunks > 0 {
             let cfg = LaunchConfig {
                 grid_dim: (self.launch.grid(total_chunks), 1, 1),
@@ -268,10 +328,7 @@ impl<F: KernelScalar> CudaLcam<F> {
                 .arg(&self.ctl)
                 .arg(&loss)
                 .arg(&loss_is_f64)
-                .arg(&s.lr)
-                .arg(&s.weight_decay)
-                .arg(&s.one_minus_dampening)
-                .arg(&s.nesterov);
+                .arg(&scalars);
             // SAFETY: the arguments match `lcam_step_{f32,f64}` in kernels/lcam.cu; the table's
             // addresses were checked (non-null, lengths) or vouched for by `step_raw`'s caller.
             unsafe { b.launch(cfg) }?;
@@ -286,6 +343,7 @@ impl<F: KernelScalar> CudaLcam<F> {
         // SAFETY: the arguments match `lcam_observe`; it reads `n_tensors` table entries.
         unsafe { b.launch(single_thread()) }?;
         drop(guards);
+        self.started = true;
         Ok(())
     }
 
@@ -295,7 +353,7 @@ impl<F: KernelScalar> CudaLcam<F> {
     }
 
     fn read_controller(&self) -> Result<DeviceController> {
-        let v = self.stream.clone_dtoh(&self.ctl)?;
+        let v = read_back(&self.stream, &self.ctl)?;
         v.first().copied().ok_or(LcamCudaError::LengthMismatch {
             tensor: 0,
             what: "controller",
@@ -307,18 +365,24 @@ impl<F: KernelScalar> CudaLcam<F> {
     /// The full state (lcam-core's `lcam-state/1`), read back from the device.
     pub fn state(&self) -> Result<LcamState<F>> {
         let ctl = self.read_controller()?;
-        let flags = self.stream.clone_dtoh(&self.has_buf)?;
+        let flags = read_back(&self.stream, &self.has_buf)?;
         let mut buffers = Vec::with_capacity(self.buffers.len());
         for (i, b) in self.buffers.iter().enumerate() {
             buffers.push(if flags.get(i).copied().unwrap_or(0) != 0 {
-                let mut v = self.stream.clone_dtoh(b)?;
+                let mut v = read_back(&self.stream, b)?;
                 v.truncate(self.lens[i]);
                 Some(v)
             } else {
                 None
             });
         }
-        Ok(state::save(&self.config, &ctl, &self.shapes, buffers))
+        Ok(state::save(
+            self.driver.config(),
+            self.driver.groups(),
+            &ctl,
+            &self.shapes,
+            buffers,
+        ))
     }
 
     /// Restores an optimizer on `stream` for parameters of `shapes` (validated as lcam-core
@@ -330,6 +394,13 @@ impl<F: KernelScalar> CudaLcam<F> {
     ) -> Result<Self> {
         let loaded = state::load(state, shapes)?;
         let mut opt = Self::new(stream.clone(), loaded.config, shapes)?;
+        opt.driver = Driver::from_parts(
+            loaded.config,
+            loaded.groups,
+            shapes.len(),
+            loaded.controller.state(),
+        )?;
+        opt.started = loaded.buffers.iter().any(Option::is_some);
         let mut flags = vec![0u32; shapes.len().max(1)];
         for (i, b) in loaded.buffers.iter().enumerate() {
             if let Some(b) = b

@@ -2,7 +2,10 @@
 //! `LcamController` (kernels/lcam.cu), the launch shape, the pointer table and the checks made
 //! before any launch. Used by both the GPU path and the host emulation.
 
-use lcam_core::{ControllerState, EpochStats, LcamConfig, Phase, PhasedMomentum};
+use lcam_core::{
+    ControllerState, Driver, EpochStats, Groups, LcamConfig, LcamError, ParamGroup, Phase,
+    PhasedMomentum,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LcamCudaError, Result};
@@ -23,6 +26,80 @@ pub struct TensorEntry {
     pub first_chunk: u64,
     /// Index of the tensor (its `has_buf` flag).
     pub slot: u64,
+    /// Index of the tensor's parameter group in [`GroupScalars`].
+    pub group: u64,
+}
+
+/// The most parameter groups a lcam-cuda optimizer may have (`LCAM_MAX_GROUPS` in
+/// kernels/lcam.cu): their scalars travel by value in the step launch, so a learning-rate
+/// change costs no transfer and no synchronisation.
+pub const MAX_GROUPS: usize = 8;
+
+/// Each parameter group's step parameters (`LcamGroups` in kernels/lcam.cu), an argument of
+/// the step launch: group `g`'s learning rate, weight decay, `1 − dampening` (computed in f64
+/// and rounded by the kernel, as lcam-core's `1.0 - h.dampening`) and Nesterov switch.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GroupScalars {
+    /// Learning rates.
+    pub lr: [f64; MAX_GROUPS],
+    /// Weight decays.
+    pub weight_decay: [f64; MAX_GROUPS],
+    /// `1 − dampening`.
+    pub one_minus_dampening: [f64; MAX_GROUPS],
+    /// Nesterov switches (0 or 1).
+    pub nesterov: [i32; MAX_GROUPS],
+}
+
+impl GroupScalars {
+    /// The scalars of `groups` (lcam-core's resolved groups, `default` included); more than
+    /// [`MAX_GROUPS`] is [`LcamError::InvalidGroup`] naming the first group over the limit.
+    pub fn of(groups: &Groups) -> Result<Self> {
+        check_group_count(groups)?;
+        let mut s = Self {
+            lr: [0.0; MAX_GROUPS],
+            weight_decay: [0.0; MAX_GROUPS],
+            one_minus_dampening: [1.0; MAX_GROUPS],
+            nesterov: [0; MAX_GROUPS],
+        };
+        for (g, o) in groups.options().iter().enumerate() {
+            s.lr[g] = o.lr;
+            s.weight_decay[g] = o.weight_decay;
+            s.one_minus_dampening[g] = 1.0 - o.dampening;
+            s.nesterov[g] = i32::from(o.nesterov);
+        }
+        Ok(s)
+    }
+}
+
+/// `driver` with `groups` over `n_params` parameters ([`Driver::regroup`]: before the first
+/// step only; `started` when buffers exist), within [`MAX_GROUPS`]; `driver` is left as it was.
+pub(crate) fn regrouped(
+    driver: &Driver,
+    n_params: usize,
+    groups: &[ParamGroup],
+    started: bool,
+) -> Result<Driver> {
+    let mut d = driver.clone();
+    d.regroup(n_params, groups, started)?;
+    check_group_count(d.groups())?;
+    Ok(d)
+}
+
+/// [`LcamError::InvalidGroup`] when `groups` has more than [`MAX_GROUPS`] groups.
+pub(crate) fn check_group_count(groups: &Groups) -> Result<()> {
+    if groups.len() > MAX_GROUPS {
+        return Err(LcamError::InvalidGroup {
+            group: groups.names()[MAX_GROUPS].clone(),
+            message: format!(
+                "lcam-cuda takes at most {MAX_GROUPS} parameter groups (the `default` group of \
+                 unlisted parameters included); this optimizer has {}",
+                groups.len()
+            ),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The device-resident controller (`LcamController` in kernels/lcam.cu): SPEC §2's state
@@ -59,6 +136,8 @@ pub struct DeviceController {
 unsafe impl cudarc::driver::DeviceRepr for TensorEntry {}
 #[allow(unsafe_code)]
 unsafe impl cudarc::driver::ValidAsZeroBits for TensorEntry {}
+#[allow(unsafe_code)]
+unsafe impl cudarc::driver::DeviceRepr for GroupScalars {}
 #[allow(unsafe_code)]
 unsafe impl cudarc::driver::DeviceRepr for DeviceController {}
 #[allow(unsafe_code)]
@@ -224,27 +303,6 @@ impl LossScalar for f64 {
     const IS_F64: i32 = 1;
 }
 
-/// The scalar arguments of a step launch.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StepScalars {
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub one_minus_dampening: f64,
-    pub nesterov: i32,
-}
-
-impl StepScalars {
-    pub fn new(config: &LcamConfig) -> Self {
-        Self {
-            lr: config.lr,
-            weight_decay: config.weight_decay,
-            // Computed in f64 and rounded by the kernel, as lcam-core's `1.0 - h.dampening`.
-            one_minus_dampening: 1.0 - config.dampening,
-            nesterov: i32::from(config.nesterov),
-        }
-    }
-}
-
 /// The tensors of one step as addresses: `(param, grad, buf)` per tensor, `grad == None` for a
 /// tensor without a gradient this step.
 pub(crate) struct StepPointers {
@@ -257,6 +315,7 @@ pub(crate) struct StepPointers {
 /// have a gradient, with the chunk prefix sums; returns `(table, total_chunks)`.
 pub(crate) fn build_table(
     lens: &[usize],
+    group_of: &[usize],
     ptrs: &StepPointers,
     chunk: u64,
 ) -> Result<(Vec<TensorEntry>, u64)> {
@@ -299,6 +358,7 @@ pub(crate) fn build_table(
             len,
             first_chunk: chunks,
             slot: i as u64,
+            group: group_of.get(i).copied().unwrap_or(0) as u64,
         });
         chunks += len.div_ceil(chunk);
     }
@@ -324,13 +384,6 @@ pub(crate) fn check_len(
     }
 }
 
-/// `PhasedMomentum::check_loss` semantics are applied on the device; this validates a learning
-/// rate on the host, with lcam-core's rule and error (`InvalidConfig`, field `lr`).
-pub(crate) fn check_lr(lr: f64) -> Result<()> {
-    lcam_core::LcamConfig::fixed_momentum(0.0).with_lr(lr)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,6 +402,7 @@ mod tests {
         let lens = [10, 0, 7, 3, 21];
         let (table, total) = build_table(
             &lens,
+            &[0, 0, 1, 1, 0],
             &ptrs(vec![Some(1), Some(2), None, Some(4), Some(5)]),
             7,
         )
@@ -362,13 +416,17 @@ mod tests {
         assert_eq!(total, 6);
         assert_eq!(table[2].grad, 4);
         assert_eq!(table[2].buf, 0x2003);
+        assert_eq!(
+            table.iter().map(|e| e.group).collect::<Vec<_>>(),
+            [0, 0, 1, 0]
+        );
     }
 
     #[test]
     fn null_pointers_and_counts_are_refused() {
         let lens = [4, 0];
         let mut p = ptrs(vec![Some(0), Some(0)]);
-        let e = build_table(&lens, &p, 8).expect_err("null gradient");
+        let e = build_table(&lens, &[0, 0], &p, 8).expect_err("null gradient");
         assert!(matches!(
             e,
             LcamCudaError::NullPointer {
@@ -378,7 +436,7 @@ mod tests {
         ));
         p.grad[0] = Some(9);
         p.param[0] = 0;
-        let e = build_table(&lens, &p, 8).expect_err("null parameter");
+        let e = build_table(&lens, &[0, 0], &p, 8).expect_err("null parameter");
         assert!(matches!(
             e,
             LcamCudaError::NullPointer {
@@ -388,8 +446,8 @@ mod tests {
         ));
         p.param[0] = 1;
         // An empty tensor's pointers are never dereferenced.
-        assert!(build_table(&lens, &p, 8).is_ok());
-        let e = build_table(&[4], &p, 8).expect_err("count");
+        assert!(build_table(&lens, &[0, 0], &p, 8).is_ok());
+        let e = build_table(&[4], &[0], &p, 8).expect_err("count");
         assert!(matches!(
             e,
             LcamCudaError::CountMismatch {

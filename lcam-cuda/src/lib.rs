@@ -34,7 +34,10 @@
 //! ## Kernels (`kernels/lcam.cu`)
 //! - `lcam_step_f32`, `lcam_step_f64`: one launch for all tensors — a table of
 //!   [`TensorEntry`] (addresses, length, chunk prefix sum), chunks of [`LaunchShape::chunk`]
-//!   elements, blocks striding over the chunks;
+//!   elements, blocks striding over the chunks; each entry names its parameter group, and the
+//!   launch carries every group's η, λ, 1 − τ and Nesterov switch by value ([`GroupScalars`],
+//!   at most [`MAX_GROUPS`] groups: lcam-core's [`lcam_core::Driver`] resolves them, one phase
+//!   for all);
 //! - `lcam_observe`: one thread; marks the stepped tensors' buffers as initialised, folds the
 //!   loss in and sets the next momentum;
 //! - `lcam_start_epoch`: one thread; resets the running mean (the last decision carries over).
@@ -72,9 +75,10 @@ mod replay;
 mod state;
 
 pub use error::{LcamCudaError, Result};
-pub use gpu::{CudaLcam, default_stream};
+pub use gpu::{CudaLcam, default_stream, host_reads};
 pub use layout::{
-    DeviceController, Diagnostics, KernelScalar, LaunchShape, LossScalar, TensorEntry,
+    DeviceController, Diagnostics, GroupScalars, KernelScalar, LaunchShape, LossScalar, MAX_GROUPS,
+    TensorEntry,
 };
 pub use replay::replay;
 #[cfg(feature = "host-emulation")]

@@ -4,7 +4,7 @@
 //! each step to record the momentum used and the phase decided (a replay wants them; a training
 //! loop does not).
 
-use lcam_core::{DType, LcamConfig, LcamError, Phase, ReplayTarget, Trace, Trajectory};
+use lcam_core::{DType, LcamConfig, LcamError, ParamGroup, Phase, ReplayTarget, Trace, Trajectory};
 
 use crate::error::{LcamCudaError, Result};
 use crate::layout::{Diagnostics, KernelScalar};
@@ -16,7 +16,9 @@ pub(crate) trait Target<F: KernelScalar> {
     fn upload(&mut self, data: &[F]) -> Result<Self::Tensor>;
     fn download(&mut self, t: &Self::Tensor) -> Result<Vec<F>>;
     fn start_epoch(&mut self) -> Result<()>;
+    fn set_groups(&mut self, groups: &[ParamGroup]) -> Result<()>;
     fn set_lr(&mut self, lr: f64) -> Result<()>;
+    fn reset_lr(&mut self) -> Result<()>;
     /// One step; `loss` is placed in the target's memory as an f64 first.
     fn step(
         &mut self,
@@ -36,8 +38,6 @@ struct Replayed<F: KernelScalar, T: Target<F>> {
     target: T,
     params: Vec<T::Tensor>,
     lens: Vec<usize>,
-    /// The trace's `config.lr`: the rate of a step that gives none.
-    config_lr: f64,
     _f: std::marker::PhantomData<F>,
 }
 
@@ -54,7 +54,7 @@ impl<F: KernelScalar, T: Target<F>> ReplayTarget for Replayed<F, T> {
         self.target.set_lr(lr)
     }
     fn reset_lr(&mut self) -> Result<()> {
-        self.target.set_lr(self.config_lr)
+        self.target.reset_lr()
     }
     fn step(&mut self, s: usize, grads: &[Option<Vec<f64>>], loss: f64) -> Result<(f64, Phase)> {
         let grads = grads
@@ -99,14 +99,11 @@ pub(crate) fn replay_on<F: KernelScalar, T: Target<F>>(
     make: impl FnOnce(LcamConfig, &[Vec<usize>]) -> Result<T>,
 ) -> Result<Trajectory> {
     trace.replay_with(|trace| {
-        if !trace.groups.is_empty() {
-            return Err(LcamCudaError::Core(LcamError::InvalidGroup {
-                group: trace.groups[0].name.clone(),
-                message: "lcam-cuda does not take parameter groups yet".into(),
-            }));
-        }
         let shapes: Vec<Vec<usize>> = trace.params.iter().map(|p| p.shape.clone()).collect();
         let mut target = make(trace.config, &shapes)?;
+        if !trace.groups.is_empty() {
+            target.set_groups(&trace.groups)?;
+        }
         let params = trace
             .params
             .iter()
@@ -116,7 +113,6 @@ pub(crate) fn replay_on<F: KernelScalar, T: Target<F>>(
             target,
             params,
             lens: trace.params.iter().map(|p| p.data.len()).collect(),
-            config_lr: trace.config.lr,
             _f: std::marker::PhantomData,
         })
     })
@@ -139,8 +135,15 @@ mod host {
             HostLcam::start_epoch(self);
             Ok(())
         }
+        fn set_groups(&mut self, groups: &[ParamGroup]) -> Result<()> {
+            HostLcam::set_groups(self, groups)
+        }
         fn set_lr(&mut self, lr: f64) -> Result<()> {
             HostLcam::set_lr(self, lr)
+        }
+        fn reset_lr(&mut self) -> Result<()> {
+            HostLcam::reset_lr(self);
+            Ok(())
         }
         fn step(
             &mut self,
@@ -200,8 +203,15 @@ mod gpu {
         fn start_epoch(&mut self) -> Result<()> {
             CudaLcam::start_epoch(self)
         }
+        fn set_groups(&mut self, groups: &[ParamGroup]) -> Result<()> {
+            CudaLcam::set_groups(self, groups)
+        }
         fn set_lr(&mut self, lr: f64) -> Result<()> {
             CudaLcam::set_lr(self, lr)
+        }
+        fn reset_lr(&mut self) -> Result<()> {
+            CudaLcam::reset_lr(self);
+            Ok(())
         }
         fn step(
             &mut self,

@@ -1,38 +1,35 @@
 //! Saving and loading: lcam-core's [`LcamState`] (`lcam-state/1`) is the format, so a state
 //! saved here loads into lcam-core's `Lcam` (and back), with the same validation.
 
-use lcam_core::{Lcam, LcamConfig, LcamState, TensorData};
+use lcam_core::{Groups, Lcam, LcamConfig, LcamState, TensorData};
 
 use crate::error::Result;
-use crate::layout::{DeviceController, KernelScalar};
+use crate::layout::{DeviceController, KernelScalar, check_group_count};
 
 /// A state split into what the device holds.
 pub(crate) struct Loaded<F> {
     pub config: LcamConfig,
     pub controller: DeviceController,
+    /// The parameter groups (`None`: one group).
+    pub groups: Option<Groups>,
     /// Per tensor: the buffer (row-major), `None` when the tensor has none yet.
     pub buffers: Vec<Option<Vec<F>>>,
 }
 
 /// Validates `state` for parameters of `shapes` exactly as `lcam_core::Lcam::from_state` does
-/// (format, dtype, configuration, controller, buffer count and shapes); a state with parameter
-/// groups is refused ([`lcam_core::LcamError::InvalidGroup`]).
+/// (format, dtype, configuration, groups, controller, buffer count and shapes); more groups than
+/// the kernels take is [`lcam_core::LcamError::InvalidGroup`].
 pub(crate) fn load<F: KernelScalar>(
     state: &LcamState<F>,
     shapes: &[Vec<usize>],
 ) -> Result<Loaded<F>> {
     let core = Lcam::from_state_shapes(state, shapes)?;
-    if !core.groups().is_single() {
-        return Err(lcam_core::LcamError::InvalidGroup {
-            group: core.groups().names()[0].clone(),
-            message: "lcam-cuda does not take parameter groups yet".into(),
-        }
-        .into());
-    }
+    check_group_count(core.groups())?;
     let config = *core.config();
     Ok(Loaded {
         config,
         controller: DeviceController::new(&config, Some(core.controller().state()))?,
+        groups: (!core.groups().is_single()).then(|| core.groups().clone()),
         buffers: core
             .buffers()
             .iter()
@@ -44,6 +41,7 @@ pub(crate) fn load<F: KernelScalar>(
 /// The state of an optimizer whose buffers (`None`: no buffer yet) were read back.
 pub(crate) fn save<F: KernelScalar>(
     config: &LcamConfig,
+    groups: &Groups,
     controller: &DeviceController,
     shapes: &[Vec<usize>],
     buffers: Vec<Option<Vec<F>>>,
@@ -63,6 +61,6 @@ pub(crate) fn save<F: KernelScalar>(
                 })
             })
             .collect(),
-        groups: None,
+        groups: (!groups.is_single()).then(|| groups.clone()),
     }
 }

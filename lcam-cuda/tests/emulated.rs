@@ -10,7 +10,9 @@ use lcam_core::{
     DType, Lcam, LcamConfig, LcamState, NamedTensor, Phase, Trace, TraceStep, load_fixtures,
 };
 use lcam_cuda::emulated::{HostLcam, c_struct_sizes};
-use lcam_cuda::{DeviceController, LaunchShape, LcamCudaError, TensorEntry, replay_host_with};
+use lcam_cuda::{
+    DeviceController, GroupScalars, LaunchShape, LcamCudaError, TensorEntry, replay_host_with,
+};
 
 /// Launch shapes: the default, and odd ones that make blocks stride over many small chunks.
 const SHAPES: [LaunchShape; 4] = [
@@ -44,7 +46,11 @@ fn golden_dir() -> std::path::PathBuf {
 fn c_and_rust_layouts_agree() {
     assert_eq!(
         c_struct_sizes(),
-        (size_of::<TensorEntry>(), size_of::<DeviceController>())
+        (
+            size_of::<TensorEntry>(),
+            size_of::<DeviceController>(),
+            size_of::<GroupScalars>()
+        )
     );
 }
 
@@ -52,14 +58,19 @@ fn c_and_rust_layouts_agree() {
 fn every_golden_fixture_matches_pytorch_and_core() {
     let fixtures = load_fixtures(&golden_dir()).expect("golden fixtures");
     assert!(fixtures.len() >= 9, "{} fixtures", fixtures.len());
-    for f in &fixtures {
+    check_every_launch_shape(&fixtures);
+}
+
+/// Each fixture over every launch shape: within tolerance of PyTorch's trajectory and — same
+/// operations, same roundings — bit-identical to lcam-core's replay.
+fn check_every_launch_shape(fixtures: &[lcam_core::Fixture]) {
+    for f in fixtures {
         let core = f.trace.replay().expect("core replay");
         for launch in SHAPES {
             let got = replay_host_with(&f.trace, launch)
                 .unwrap_or_else(|e| panic!("{} {launch:?}: {e}", f.name));
             let c = f.check(&got).unwrap_or_else(|e| panic!("{launch:?}: {e}"));
             assert!(c.max_rel_err <= f.trace.dtype.tolerance());
-            // Same operations, same roundings: bit-identical to lcam-core.
             assert_eq!(got, core, "{} {launch:?}: differs from lcam-core", f.name);
         }
     }
@@ -390,18 +401,66 @@ fn bad_input_is_refused_before_any_launch() {
     ));
 }
 
-/// Parameter groups are not in lcam-cuda yet: a trace with groups is refused with
-/// `InvalidGroup` naming the group, never replayed as one group.
+/// Parameter groups (per-group scalars in the fused launch, one phase): PyTorch's param-group
+/// fixtures within tolerance and bit-identical to lcam-core, over every launch shape; a state
+/// with groups round-trips; more groups than the kernels take, or groups after a step, are
+/// `InvalidGroup` naming the group.
 #[test]
-fn a_trace_with_parameter_groups_is_refused() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden-groups");
-    for f in load_fixtures(&dir).expect("fixtures load") {
-        let e = lcam_cuda::replay_host(&f.trace).expect_err("groups");
-        assert!(
-            matches!(&e, lcam_cuda::LcamCudaError::Core(lcam_core::LcamError::InvalidGroup { group, .. })
-                if *group == f.trace.groups[0].name),
-            "{}: {e}",
-            f.name
-        );
+fn parameter_groups_match_pytorch_and_core() {
+    let dir = lcam_testkit::fixtures("golden-groups");
+    let fixtures = load_fixtures(&dir).expect("fixtures load");
+    assert!(!fixtures.is_empty());
+    for f in &fixtures {
+        assert!(!f.trace.groups.is_empty(), "{}: no groups", f.name);
     }
+    check_every_launch_shape(&fixtures);
+}
+
+#[test]
+fn group_states_round_trip_and_bad_groups_are_refused() {
+    use lcam_core::{GroupBuilder, LcamError, ParamGroup};
+    let shapes = [vec![3], vec![2], vec![4]];
+    let groups = [ParamGroup::new("no_decay", vec![1])
+        .with_weight_decay(0.0)
+        .with_lr(0.05)];
+    let mut opt = HostLcam::<f64>::new(LcamConfig::cifar10(), &shapes)
+        .expect("opt")
+        .with_groups(&groups)
+        .expect("groups");
+    assert_eq!(opt.groups().names(), ["no_decay", "default"]);
+    let mut params = vec![vec![1.0; 3], vec![2.0; 2], vec![3.0; 4]];
+    let grads: Vec<Vec<f64>> = params
+        .iter()
+        .map(|p| p.iter().map(|x| x * 0.5).collect())
+        .collect();
+    let grad_refs: Vec<Option<&[f64]>> = grads.iter().map(|g| Some(g.as_slice())).collect();
+    opt.step(&mut params, &grad_refs, &1.5).expect("step");
+    let state = opt.state();
+    assert_eq!(state.groups.as_ref(), Some(opt.groups()));
+    let back = HostLcam::<f64>::from_state(&state, &shapes).expect("reload");
+    assert_eq!(back.state(), state);
+    // lcam-core loads the same state, groups included.
+    let core = lcam_core::Lcam::<f64>::from_state_shapes(&state, &shapes).expect("core loads it");
+    assert_eq!(core.groups(), opt.groups());
+    // After a step, groups cannot be set.
+    let e = opt.with_groups(&groups).expect_err("after a step");
+    assert!(
+        matches!(&e, LcamCudaError::Core(LcamError::InvalidGroup { group, message })
+            if group == "no_decay" && message.contains("before the first step")),
+        "{e}"
+    );
+    // Nine groups (eight listed + default) exceed the kernels' eight.
+    let shapes9: Vec<Vec<usize>> = (0..9).map(|_| vec![1]).collect();
+    let many: Vec<ParamGroup> = (0..8)
+        .map(|i| ParamGroup::new(format!("g{i}"), vec![i]))
+        .collect();
+    let e = HostLcam::<f32>::new(LcamConfig::cifar10(), &shapes9)
+        .expect("opt")
+        .with_groups(&many)
+        .expect_err("too many groups");
+    assert!(
+        matches!(&e, LcamCudaError::Core(LcamError::InvalidGroup { group, message })
+            if group == "default" && message.contains("at most 8")),
+        "{e}"
+    );
 }

@@ -99,19 +99,11 @@ fn address(name: &str, what: &str, t: &Tensor, ordinal: usize, kinds: &[Kind]) -
 }
 
 impl CudaStep {
-    /// Takes `opt`'s parameters, configuration (with its current learning rate), controller and
-    /// momentum buffers onto the GPU. Every parameter must be a contiguous f32 tensor on one
+    /// Takes `opt`'s parameters, configuration (with its current learning rate), parameter
+    /// groups (at most [`lcam_cuda::MAX_GROUPS`]), controller and momentum buffers onto the GPU. Every parameter must be a contiguous f32 tensor on one
     /// CUDA device ([`Error::Tensor`] names the first that is not — checked before the driver
     /// is touched); a missing driver or NVRTC is [`Error::Cuda`].
     pub fn new(opt: &Lcam) -> Result<Self> {
-        if !opt.groups().is_single() {
-            return Err(lcam_core::LcamError::InvalidGroup {
-                group: opt.groups().names()[0].clone(),
-                message: "the CUDA step does not take parameter groups yet: use the native step"
-                    .into(),
-            }
-            .into());
-        }
         let mut names = Vec::new();
         let mut params = Vec::new();
         let mut shapes = Vec::new();

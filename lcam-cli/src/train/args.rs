@@ -120,7 +120,6 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     /// Exempt these parameters from weight decay (a parameter group with weight decay 0, the
     /// same momentum phase): `bn` (batch-norm weights and biases), `bias` (every bias).
-    /// Not with `--step cuda`.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub no_decay: Vec<NoDecay>,
     /// Optimizer.
@@ -266,9 +265,6 @@ pub fn prepare(args: &TrainArgs) -> Result<Prepared> {
                 args.device
             );
         }
-    }
-    if !args.no_decay.is_empty() && args.step == StepKind::Cuda {
-        bail!("--no-decay needs --step native: parameter groups are not in lcam-cuda yet");
     }
     if !(0.0..1.0).contains(&args.dropout) {
         bail!("--dropout {} must be in [0, 1)", args.dropout);
