@@ -2,8 +2,6 @@
 //! when no CUDA driver is present.
 #![allow(unsafe_code)] // `CudaLcam::step_raw`
 
-use std::path::Path;
-
 use lcam_core::ndarray::{ArrayD, IxDyn};
 use lcam_core::{Lcam, LcamConfig, load_fixtures};
 use lcam_cuda::{CudaLcam, LcamCudaError};
@@ -27,7 +25,7 @@ fn golden_fixtures_on_the_gpu() {
     if !gpu_or_skip("golden_fixtures_on_the_gpu") {
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+    let dir = lcam_testkit::fixtures("golden");
     let fixtures = load_fixtures(&dir).expect("fixtures");
     assert!(!fixtures.is_empty());
     for f in &fixtures {
@@ -124,7 +122,7 @@ fn without_a_driver_replay_is_a_typed_error() {
         );
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/golden");
+    let dir = lcam_testkit::fixtures("golden");
     let f = &load_fixtures(&dir).expect("fixtures")[0];
     let err = lcam_cuda::replay(&f.trace, 0).expect_err("no driver");
     let msg = err.to_string();

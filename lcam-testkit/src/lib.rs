@@ -62,6 +62,18 @@ pub fn required(need: Need) -> bool {
         && std::env::var_os(need.variable()).is_some_and(|v| !v.is_empty() && v != "0")
 }
 
+/// The directory `fixtures/<name>` of the workspace, or `$LCAM_FIXTURES_DIR/<name>` when that
+/// variable is set: the GPU bundle (`cargo xtask gpu-bundle`) carries the fixtures next to its
+/// test binaries, on a machine where the build's source tree does not exist.
+pub fn fixtures(name: &str) -> std::path::PathBuf {
+    match std::env::var_os("LCAM_FIXTURES_DIR") {
+        Some(dir) if !dir.is_empty() => std::path::PathBuf::from(dir).join(name),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fixtures")
+            .join(name),
+    }
+}
+
 /// Records that `test` is skipped for lacking `need` (`reason` says what is missing); panics
 /// instead when [`required`]. The caller returns right after.
 pub fn skip(need: Need, test: &str, reason: &str) {

@@ -120,6 +120,25 @@ fn random_trace(seed: u64) -> Result<Trace> {
     Ok(Trace::new(dtype, config, params, steps)?)
 }
 
+/// Writes the randomized traces (seeds 1–7) and their expected trajectories — from the
+/// independent oracle (SPEC §1–2 in f64, `oracle.rs`), not lcam-core's replay — into `dir` as
+/// `random<seed>.{trace,expected}.json`; returns `(name, trace, expected)` per case.
+pub fn write_random_cases(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>> {
+    let mut cases = Vec::new();
+    for seed in 1..=7u64 {
+        let trace = random_trace(seed)?;
+        let expected = crate::oracle::replay(&trace);
+        let t = dir.join(format!("random{seed}.trace.json"));
+        let e = dir.join(format!("random{seed}.expected.json"));
+        std::fs::write(&t, trace.to_json())
+            .with_context(|| format!("cannot write {}", t.display()))?;
+        std::fs::write(&e, expected.to_json_pretty())
+            .with_context(|| format!("cannot write {}", e.display()))?;
+        cases.push((format!("random{seed}_{}", trace.dtype.as_str()), t, e));
+    }
+    Ok(cases)
+}
+
 /// Runs the table; `lcam` is the path of a binary built with every available adapter.
 pub fn run(root: &Path, lcam: &Path) -> Result<()> {
     let golden = root.join("fixtures/golden");
@@ -132,16 +151,7 @@ pub fn run(root: &Path, lcam: &Path) -> Result<()> {
             (f.name, t, e)
         })
         .collect();
-    for seed in 1..=7u64 {
-        let trace = random_trace(seed)?;
-        // The independent oracle (SPEC §1–2 in f64, xtask/src/oracle.rs), not lcam-core's replay.
-        let expected = crate::oracle::replay(&trace);
-        let t = tmp.path().join(format!("random{seed}.trace.json"));
-        let e = tmp.path().join(format!("random{seed}.expected.json"));
-        std::fs::write(&t, trace.to_json())?;
-        std::fs::write(&e, expected.to_json_pretty())?;
-        cases.push((format!("random{seed}_{}", trace.dtype.as_str()), t, e));
-    }
+    cases.extend(write_random_cases(tmp.path())?);
     let adapters = ADAPTERS
         .iter()
         .map(|&a| Ok((a, skip_reason(lcam, a, &cases[0].1)?)))

@@ -9,11 +9,13 @@
 //! - `cargo xtask reproduce` — the paper's Figures 3–5 as training runs, report and figures.
 //! - `cargo xtask bench`    — optimizer-step benchmarks vs plain SGD, the memory bound and PyTorch.
 //! - `cargo xtask fuzz`     — the cargo-fuzz targets (nightly), 1,000,000 runs each by default.
+//! - `cargo xtask gpu-bundle` — the GPU check in one folder, to carry to a GPU machine.
 
 mod bench;
 mod download;
 mod equivalence;
 mod fuzz;
+mod gpu_bundle;
 mod oracle;
 mod reproduce;
 mod torch;
@@ -67,6 +69,8 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// The `lcam` Python package (lcam-py) as an abi3 wheel, built with maturin.
     Wheel(wheel::WheelArgs),
+    /// The GPU check in one folder (≤ 60 MiB): CUDA binaries, traces, wheel, `gpu-check.sh`.
+    GpuBundle(gpu_bundle::GpuBundleArgs),
 }
 
 fn main() -> ExitCode {
@@ -114,6 +118,16 @@ fn run(cli: Cli) -> Result<()> {
                 wheel::install_and_test(&root, &python, &wheel)?;
             }
             println!("{}", wheel.display());
+            Ok(())
+        }
+        Cmd::GpuBundle(args) => {
+            let python = torch::ensure()?.python;
+            let out = args.out.clone().unwrap_or_else(|| root.join("gpu-bundle"));
+            gpu_bundle::build(&root, &python, &target_dir(&root), &out, !args.no_wheel)?;
+            if args.check {
+                gpu_bundle::check_without_gpu(&out, &python)?;
+            }
+            println!("{}", out.display());
             Ok(())
         }
         Cmd::Bench(args) => {
@@ -297,6 +311,11 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
             },
         )?;
         wheel::install_and_test(root, &python, &w)?;
+        // The GPU check's bundle: built, within its size limit, and run here (no GPU: the GPU
+        // parts must say "skipped: no CUDA driver", every binary must start).
+        let bundle = target_dir(root).join("gpu-bundle-check");
+        gpu_bundle::build(root, &python, &target_dir(root), &bundle, true)?;
+        gpu_bundle::check_without_gpu(&bundle, &python)?;
     }
     // A short bounded fuzz pass (the full one is `cargo xtask fuzz`).
     fuzz::run(
