@@ -19,17 +19,9 @@
 //! # Ok::<(), lcam_burn::LcamBurnError>(())
 //! ```
 //!
-//! For every parameter `p` with gradient `∇` and the momentum μ in force:
-//!
-//! ```text
-//! g = ∇ + λ·p
-//! b = g                      (a tensor's first step)      b = μ·b + (1 − τ)·g   (later steps)
-//! d = g + μ·b if nesterov else b
-//! p = p − η·d
-//! ```
-//!
-//! then, with the batch loss `ℓ_k` and the epoch's running mean `m_k = (ℓ_1 + … + ℓ_k) / k`, the
-//! next step's momentum is `μ_below` if `ℓ_k < m_k`, else `μ_above`.
+//! The math is lcam-core's and is written out there, once: the update of every parameter with a
+//! gradient (SPEC §1) in [`lcam_core::sgd_update`], run here with Burn tensor ops, and the phase
+//! rule (SPEC §2) in [`lcam_core::PhasedMomentum`].
 //!
 //! ## Pieces
 //!

@@ -5,31 +5,18 @@
 //! the device**, so that a training step never waits for the GPU (the authors' demo calls
 //! `loss.item()` every step).
 //!
-//! For every parameter tensor `p` with gradient `∇` (PyTorch `torch.optim.SGD`, SPEC §1), with
-//! the momentum μ read from device memory:
+//! The kernels compute lcam-core's update ([`lcam_core::sgd_update`], SPEC §1, written out there)
+//! for every parameter tensor with a gradient, with the momentum read from device memory, in
+//! exactly lcam-core's order of operations and roundings: each of lcam-core's `mul_add`s is an
+//! explicit `fma` (`fma(p, λ, ∇)`, `fma(g, 1 − τ, μ·b)`, `fma(b, μ, g)`, `fma(d, −η, p)`) and
+//! nothing else fuses (NVRTC's `--fmad=false`), so results are bit-identical to lcam-core on the
+//! host-compiled kernels and match it to 1e-6 (f32) / 1e-12 (f64) relative on a GPU. Then, on the
+//! device, the phase rule of [`lcam_core::PhasedMomentum`] (SPEC §2) with the batch loss read from
+//! device memory (f32 or f64) and the controller in device memory.
 //!
-//! ```text
-//! g = ∇ + λ·p                                  (fma(p, λ, ∇), only when λ ≠ 0)
-//! b = g                    first step of the tensor (a copy)
-//! b = μ·b + (1 − τ)·g      later steps           (fma(g, 1 − τ, μ·b))
-//! d = g + μ·b if nesterov else b               (fma(b, μ, g))
-//! p = p − η·d                                  (fma(d, −η, p))
-//! ```
-//!
-//! (when μ = 0: `p = p − η·g`, the buffer untouched), in exactly lcam-core's order of
-//! operations and roundings (`fma` where lcam-core uses `mul_add`, NVRTC's `--fmad=false`), so
-//! f32 results match lcam-core to 1e-6 relative and f64 to 1e-12. Then, on the device, with
-//! the batch loss `ℓ_k` read from device memory (f32 or f64) and the controller in device
-//! memory (SPEC §2):
-//!
-//! ```text
-//! S_k = S_{k−1} + ℓ_k  (f64)     m_k = S_k / k
-//! μ_next = μ_below if ℓ_k < m_k else μ_above
-//! ```
-//!
-//! A non-finite loss (or one overflowing `S_k`) skips the whole step on the device and is
-//! counted in [`Diagnostics::rejected_losses`] — lcam-core's `Lcam::step` returns an error and
-//! changes nothing.
+//! A non-finite loss (or one overflowing the running sum) skips the whole step on the device
+//! and is counted in [`Diagnostics::rejected_losses`] — lcam-core's `Lcam::step` returns an
+//! error and changes nothing.
 //!
 //! ## Kernels (`kernels/lcam.cu`)
 //! - `lcam_step_f32`, `lcam_step_f64`: one launch for all tensors — a table of

@@ -8,12 +8,7 @@
 //! The math is not here. The update of every tensor (PyTorch `torch.optim.SGD` semantics, SPEC
 //! §1) is lcam-core's [`lcam_core::fused_update_slices`] (and [`lcam_core::sgd_update`] for a
 //! tensor's first step, which creates its momentum buffer); the phase rule (SPEC §2) is
-//! lcam-core's [`lcam_core::PhasedMomentum`]:
-//!
-//! ```text
-//! g = ∇ + λ·p ;  b = g (first step) | μ·b + (1 − τ)·g ;  d = g + μ·b (nesterov) | b ;  p = p − η·d
-//! S_k = ℓ_1 + … + ℓ_k (f64) ;  μ_next = μ_below if ℓ_k < S_k / k else μ_above
-//! ```
+//! lcam-core's [`lcam_core::PhasedMomentum`] (both written out there).
 //!
 //! Module `lcam._lcam`:
 //! - `Controller`: [`PhasedMomentum`](lcam_core::PhasedMomentum) (one per optimizer, shared by

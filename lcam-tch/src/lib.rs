@@ -6,21 +6,11 @@
 //! batch loss was below the running mean loss of the epoch. A drop-in replacement for
 //! `nn::Sgd`, on CPU and CUDA.
 //!
-//! For every parameter `p` with gradient `∇` (PyTorch `torch.optim.SGD` semantics, computed by
-//! lcam-core's [`sgd_update`](lcam_core::sgd_update) with in-place libtorch ops under
-//! `no_grad`, bit-identical to libtorch's own SGD):
-//!
-//! ```text
-//! g = ∇ + λ·p                                    (coupled weight decay)
-//! b = g                      (a tensor's first step)      b = μ·b + (1 − τ)·g   (later steps)
-//! d = g + μ·b if nesterov else b
-//! p = p − η·d
-//! ```
-//!
-//! and after each step, with the batch loss `ℓ_k` and the epoch's running mean
-//! `m_k = (ℓ_1 + … + ℓ_k) / k` (f64), the next step's momentum is `μ_below` if `ℓ_k < m_k`,
-//! else `μ_above`. The rule lives in lcam-core's [`PhasedMomentum`](lcam_core::PhasedMomentum);
-//! this crate only binds it to tch tensors.
+//! The math is lcam-core's and is written out there, once: the update of every parameter with a
+//! gradient (PyTorch `torch.optim.SGD` semantics, SPEC §1) in
+//! [`sgd_update`](lcam_core::sgd_update) — run here with in-place libtorch ops under `no_grad`,
+//! bit-identical to libtorch's own SGD — and the phase rule (SPEC §2) in
+//! [`PhasedMomentum`](lcam_core::PhasedMomentum). This crate only binds them to tch tensors.
 //!
 //! Swapping `nn::Sgd` for LCAM: build the optimizer over the `VarStore`, call `start_epoch` at
 //! the top of each epoch, and pass the loss to `step`:

@@ -74,17 +74,8 @@ pub(crate) struct Slot {
 /// LCAM for tch: SGD with momentum (PyTorch `torch.optim.SGD` semantics) whose momentum is set
 /// before every step by lcam-core's [`PhasedMomentum`] from the batch losses of the epoch.
 ///
-/// For every parameter `p` with a gradient `∇`:
-///
-/// ```text
-/// g = ∇ + λ·p
-/// b = g                      (the tensor's first step)      b = μ·b + (1 − τ)·g   (later)
-/// d = g + μ·b if nesterov else b
-/// p = p − η·d
-/// ```
-///
-/// then, with the step's loss `ℓ_k` and the epoch's running mean `m_k = (ℓ_1 + … + ℓ_k)/k`
-/// (f64), the next step uses `μ_below` if `ℓ_k < m_k`, else `μ_above`.
+/// The update of every parameter with a gradient and the phase rule are written out once, in
+/// lcam-core: [`lcam_core::sgd_update`] (SPEC §1) and [`PhasedMomentum`] (SPEC §2).
 ///
 /// The optimizer holds shallow clones of the parameters (the update is in place, under
 /// `no_grad`) and one momentum buffer per parameter, created on its first step on the

@@ -1,7 +1,7 @@
-//! `cargo xtask equivalence`: every golden fixture (PyTorch) and a set of randomized traces
-//! (expected = an independent f64 oracle of SPEC §1–2, `oracle.rs`; two of them large enough,
-//! 34,200+ elements, for lcam-core's multi-threaded update) through every adapter `lcam replay`
-//! has, as a table of maximum relative errors. Exit ≠ 0 on any failure.
+//! `cargo xtask equivalence`: every golden fixture (PyTorch; parameter groups included) and a set
+//! of randomized traces (expected = an independent f64 oracle of SPEC §1–2, `oracle.rs`; two of
+//! them large enough, 34,200+ elements, for lcam-core's multi-threaded update) through every
+//! adapter `lcam replay` has, as a table of maximum relative errors. Exit ≠ 0 on any failure.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -141,16 +141,16 @@ pub fn write_random_cases(dir: &Path) -> Result<Vec<(String, PathBuf, PathBuf)>>
 
 /// Runs the table; `lcam` is the path of a binary built with every available adapter.
 pub fn run(root: &Path, lcam: &Path) -> Result<()> {
-    let golden = root.join("fixtures/golden");
     let tmp = tempfile::tempdir()?;
-    let mut cases: Vec<(String, PathBuf, PathBuf)> = load_fixtures(&golden)?
-        .into_iter()
-        .map(|f| {
-            let t = golden.join(format!("{}.trace.json", f.name));
-            let e = golden.join(format!("{}.expected.json", f.name));
+    let mut cases: Vec<(String, PathBuf, PathBuf)> = Vec::new();
+    for dir in ["fixtures/golden", "fixtures/golden-groups"] {
+        let dir = root.join(dir);
+        cases.extend(load_fixtures(&dir)?.into_iter().map(|f| {
+            let t = dir.join(format!("{}.trace.json", f.name));
+            let e = dir.join(format!("{}.expected.json", f.name));
             (f.name, t, e)
-        })
-        .collect();
+        }));
+    }
     cases.extend(write_random_cases(tmp.path())?);
     let adapters = ADAPTERS
         .iter()
