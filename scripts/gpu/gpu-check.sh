@@ -2,9 +2,10 @@
 # The lcam GPU check: run this in a bundle made by `cargo xtask gpu-bundle`, on a machine with an
 # NVIDIA GPU (or without one: every GPU part then reports "skipped: no CUDA driver").
 #
-#   bash gpu-check.sh [--out DIR] [--budget SECONDS]
+#   bash gpu-check.sh [--out DIR]
 #
-# Writes DIR/gpu-report.md and DIR/gpu-report.json (DIR: $OUT if set, else this folder). Each part
+# Writes DIR/gpu-report.md and DIR/gpu-report.json (DIR: $OUT if set, else this folder) within
+# 8 minutes (every command's timeout is cut to what is left of a 470 s budget). Each part
 # reports pass / fail / skipped with its reason; one part crashing or timing out does not stop
 # the others. The NVRTC and CUDA libraries are found from the python's torch install
 # (site-packages/nvidia/cu13/lib); no paths need setting. PYTHON picks the interpreter.
