@@ -223,6 +223,10 @@ def part_bench(rep, env, skip_reason):
         return
     rc, out, err, secs = run([os.path.join(BIN, "gpu_bench"), "200"], env, PART_TIMEOUT["bench"])
     data, text = json_line(out)
+    if data.get("arch"):
+        rep.info["device (gpu_bench)"] = (f"{data.get('device')}, compute capability "
+                                          f"{data.get('compute_capability')}, NVRTC target "
+                                          f"{data['arch']}")
     if rc == 0 and data:
         rep.add("bench", "pass", "", text, data, secs)
     else:
