@@ -152,8 +152,24 @@ pub fn size_of(dir: &Path) -> Result<u64> {
     Ok(total)
 }
 
+/// What the bundle's `wheel/` gets.
+pub enum Wheel<'a> {
+    /// Build it (`cargo xtask wheel`, CUDA path included).
+    Build,
+    /// This one, just built (with the CUDA path).
+    Built(&'a Path),
+    /// None (`--no-wheel`).
+    Without,
+}
+
 /// Builds the bundle into `out` (replaced); returns its size in bytes.
-pub fn build(root: &Path, python: &Path, target: &Path, out: &Path, wheel: bool) -> Result<u64> {
+pub fn build(
+    root: &Path,
+    python: &Path,
+    target: &Path,
+    out: &Path,
+    wheel: Wheel<'_>,
+) -> Result<u64> {
     // 1. The binaries, in the `gpu-bundle` profile: the CUDA-only CLI and the bench ...
     let bins = cargo_executables(
         root,
@@ -219,8 +235,10 @@ pub fn build(root: &Path, python: &Path, target: &Path, out: &Path, wheel: bool)
 
     // 3. The Python package and the PyTorch scripts.
     let mut wheel_name = String::from("(left out: --no-wheel)");
-    if wheel {
-        let w = crate::wheel::build(
+    let built = match wheel {
+        Wheel::Without => None,
+        Wheel::Built(w) => Some(w.to_path_buf()),
+        Wheel::Build => Some(crate::wheel::build(
             root,
             python,
             target,
@@ -229,7 +247,9 @@ pub fn build(root: &Path, python: &Path, target: &Path, out: &Path, wheel: bool)
                 out: None,
                 test: false,
             },
-        )?;
+        )?),
+    };
+    if let Some(w) = built {
         let name = w
             .file_name()
             .context("the wheel has no file name")?

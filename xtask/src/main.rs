@@ -123,7 +123,12 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::GpuBundle(args) => {
             let python = torch::ensure()?.python;
             let out = args.out.clone().unwrap_or_else(|| root.join("gpu-bundle"));
-            gpu_bundle::build(&root, &python, &target_dir(&root), &out, !args.no_wheel)?;
+            let wheel = if args.no_wheel {
+                gpu_bundle::Wheel::Without
+            } else {
+                gpu_bundle::Wheel::Build
+            };
+            gpu_bundle::build(&root, &python, &target_dir(&root), &out, wheel)?;
             if args.check {
                 gpu_bundle::check_without_gpu(&out, &python)?;
             }
@@ -314,7 +319,13 @@ fn test(root: &Path, no_tch: bool) -> Result<()> {
         // The GPU check's bundle: built, within its size limit, and run here (no GPU: the GPU
         // parts must say "skipped: no CUDA driver", every binary must start).
         let bundle = target_dir(root).join("gpu-bundle-check");
-        gpu_bundle::build(root, &python, &target_dir(root), &bundle, true)?;
+        gpu_bundle::build(
+            root,
+            &python,
+            &target_dir(root),
+            &bundle,
+            gpu_bundle::Wheel::Built(&w),
+        )?;
         gpu_bundle::check_without_gpu(&bundle, &python)?;
     }
     // A short bounded fuzz pass (the full one is `cargo xtask fuzz`).
